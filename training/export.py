@@ -1,0 +1,251 @@
+"""``python -m training.export``: checkpoint -> one self-describing ONNX file, calibrated.
+
+The graph returns ``probabilities``, ``ood_score`` and ``logits`` for ``images`` in [0, 1]; the
+method's score is computed inside the graph, so the service needs no method-specific code. The
+reject threshold is set on the held-out validation split (never the test set) by running the
+*exported* file through onnxruntime, so what is calibrated is exactly what is served. The schema of
+the metadata is ``service.modelfile`` (documented in ``docs/model-format.md``).
+
+    python -m training.export --checkpoint runs/acet/last.pt --out models/my-model.onnx
+    python -m training.export --check models/my-model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.modelfile import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    Calibration,
+    Evaluation,
+    InputSpec,
+    InvalidModelFile,
+    ModelMetadata,
+    OODResult,
+    read_metadata,
+)
+
+from . import data as datasets
+from . import ood_metrics
+from .loop import build_model, load_checkpoint
+from .noise import permute_pixels
+
+CALIBRATION_QUANTILES = 1001
+
+
+class Deployable(nn.Module):
+    """The exported graph: images in [0, 1] -> (probabilities, ood_score, logits)."""
+
+    def __init__(self, model: nn.Module, method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, images: torch.Tensor):
+        return self.method.outputs(self.model, images)
+
+
+def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) -> None:
+    """Write the graph (no metadata yet) with a dynamic batch dimension, as one file."""
+    wrapper = Deployable(model, method).eval()
+    example = torch.rand(2, info.channels, info.height, info.width)  # 2, not 1: a batch of 1 would specialise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={"images": {0: torch.export.Dim("N")}}, dynamo=True, external_data=False, optimize=True,
+        verbose=False,
+    )
+
+
+def round_weights_to_fp16(model: nn.Module) -> None:
+    """Round parameters to the values fp16 storage will hold, so torch and the file agree exactly."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
+def store_weights_fp16(path: Path, min_elements: int = 1024) -> None:
+    """Store large float32 initialisers as float16 plus a Cast: half the file, fp32 arithmetic kept.
+
+    LeNet's fc1024 alone is 3.2 M weights (12.8 MB in fp32); the service loads the file once, the Cast
+    runs once per session (onnxruntime folds constant Casts), so inference cost is unchanged.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_elements:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "__fp16")
+            keep.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def run_scores(sess, images: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, ood_score) of uint8/float images through an onnxruntime session."""
+    probs, scores = [], []
+    for i in range(0, len(images), batch_size):
+        x = datasets.as_float(images[i : i + batch_size]).numpy()
+        p, s, _ = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        probs.append(p)
+        scores.append(s)
+    return np.concatenate(probs), np.concatenate(scores)
+
+
+def calibrate(scores: np.ndarray, tpr: float) -> Calibration:
+    """Threshold = the validation score below which ``tpr`` of in-distribution images fall."""
+    scores = np.sort(scores.astype(np.float64))
+    threshold = float(np.quantile(scores, tpr, method="higher"))
+    if len(scores) > CALIBRATION_QUANTILES:
+        sample = np.quantile(scores, np.linspace(0, 1, CALIBRATION_QUANTILES), method="nearest")
+    else:
+        sample = scores
+    return Calibration(threshold=threshold, tpr=tpr, n=len(scores), scores=[float(s) for s in sample])
+
+
+def quick_ood_sets(test_x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """OOD sets that need no download: uniform noise and pixel-permuted test images."""
+    g = torch.Generator().manual_seed(seed)
+    x = datasets.as_float(test_x[:1000])
+    return {"uniform": torch.rand(x.shape, generator=g), "permuted": permute_pixels(x, g)}
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
+                      tpr: float = 0.95, resize: str = "stretch", data_root: str | None = None,
+                      ood: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                      fp16_weights: bool = False) -> ModelMetadata:
+    """Export, calibrate on the validation split, summarise on the test split, write metadata."""
+    out = Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    model, method, info = build_model(ckpt)
+    model.eval()
+    cfg = ckpt["config"]
+    splits = datasets.load(cfg["dataset"], data_root or cfg["data_root"], val_fraction=cfg["val_fraction"],
+                           seed=cfg["seed"], download=False)
+    if fp16_weights:
+        round_weights_to_fp16(model)
+    to_onnx(model, method, info, out)
+    if fp16_weights:
+        store_weights_fp16(out)
+    sess = session(out)
+
+    _, val_scores = run_scores(sess, splits.val.x)
+    calibration = calibrate(val_scores, tpr)
+    test_probs, test_scores = run_scores(sess, splits.test.x)
+    test_acc = float((test_probs.argmax(1) == splits.test.y.numpy()).mean())
+    results = {}
+    for set_name, images in {**quick_ood_sets(splits.test.x, seed), **(ood or {})}.items():
+        ood_probs, ood_scores = run_scores(sess, images)
+        results[set_name] = OODResult(
+            auroc=ood_metrics.auroc(-test_scores, -ood_scores),
+            fpr_at_95_tpr=ood_metrics.fpr_at_tpr(-test_scores, -ood_scores, 0.95),
+            mmc=float(ood_probs.max(1).mean()),
+        )
+
+    meta = ModelMetadata(
+        name=name or out.stem, version=version, method=method.name, score=method.score,
+        classes=list(info.classes),
+        input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
+                        resize=resize),
+        dataset=info.name, calibration=calibration, architecture=cfg["model"],
+        evaluation=Evaluation(test_accuracy=test_acc, test_split=f"{info.name} test ({len(splits.test)} images)",
+                              ood=results),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    )
+    write_metadata(out, meta)
+    return meta
+
+
+def write_metadata(path: Path, meta: ModelMetadata) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    proto.doc_string = f"oodserve model {meta.name} v{meta.version}: {meta.method}, score = {meta.score}"
+    onnx.save(proto, str(path))
+
+
+def check(path: Path) -> int:
+    """Print the metadata and run a sample batch through onnxruntime."""
+    try:
+        meta = read_metadata(path)
+    except InvalidModelFile as e:
+        print(f"error: {path}: {e}", file=sys.stderr)
+        return 1
+    summary = meta.model_dump(exclude={"calibration": {"scores"}})
+    summary["calibration"]["scores"] = f"<{len(meta.calibration.scores)} sorted validation-score quantiles>"
+    print(json.dumps(summary, indent=2))
+    sess = session(path)
+    x = np.random.default_rng(0).random((8, meta.input.channels, meta.input.height, meta.input.width), np.float32)
+    t = time.perf_counter()
+    probs, score, logits = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    ms = (time.perf_counter() - t) * 1e3
+    assert probs.shape == (8, len(meta.classes)) and score.shape == (8,) and logits.shape == probs.shape
+    print(f"onnxruntime: batch of 8 random images -> probabilities {probs.shape}, ood_score {score.shape}, "
+          f"logits {logits.shape} in {ms:.1f} ms; {int((score > meta.calibration.threshold).sum())}/8 flagged OOD")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Export a training checkpoint to a self-describing ONNX model file.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help="training checkpoint (RUN/last.pt)")
+    p.add_argument("--out", type=Path, help="output .onnx path")
+    p.add_argument("--name", default=None, help="model name (default: the output file's stem)")
+    p.add_argument("--version", default="1", help="model version string")
+    p.add_argument("--tpr", type=float, default=0.95, help="in-distribution TPR the reject threshold keeps")
+    p.add_argument("--resize", default="stretch", choices=("stretch", "letterbox", "center_crop"),
+                   help="how the service brings other image sizes to the model's input size")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store weights as float16 (half the file; arithmetic stays float32)")
+    p.add_argument("--data-root", default=None, help="override the checkpoint's data root (for calibration)")
+    p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")
+    args = p.parse_args(argv)
+    if args.check:
+        raise SystemExit(check(args.check))
+    if not (args.checkpoint and args.out):
+        p.error("--checkpoint and --out are required (or --check MODEL.onnx)")
+    t = time.perf_counter()
+    try:
+        meta = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, tpr=args.tpr,
+                                 resize=args.resize, data_root=args.data_root,
+                                 fp16_weights=args.fp16_weights)
+    except datasets.DatasetUnavailable as e:
+        print(f"error: calibration needs the validation split: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s: "
+          f"threshold {meta.calibration.threshold:.4g} at TPR {meta.calibration.tpr} on {meta.calibration.n} "
+          f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}")
+
+
+if __name__ == "__main__":
+    main()
