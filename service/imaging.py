@@ -12,6 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.errors import ServiceError
 from service.modelfile import InputSpec
 
 # Formats a client may send. Pillow can open many more, some through external programs (EPS runs
@@ -23,23 +24,19 @@ _MATTE = (255, 255, 255, 255)
 # Letterbox bars are black: the zero input, and the background of digit-style datasets.
 _BARS = 0
 
+# 16-bit grayscale opens as one of the I;16 modes, or as 32-bit "I" in some Pillow versions and
+# formats; either way its values span 0..65535.
 _HIGH_DEPTH_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
 
 
-class ImageError(ValueError):
-    """The client's image cannot be used: ``code`` is machine-readable, the message says why."""
-
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+class ImageError(ServiceError):
+    """The client's image cannot be used; the message says why."""
 
 
 def load_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
     """Decode ``data`` and bring it to ``spec``: float32 ``[channels, height, width]`` in [0, 1]."""
     if not data:
-        raise ImageError("empty_image", "the image is empty (0 bytes)")
+        raise ImageError(code="empty_image", message="the image is empty (0 bytes)")
     im = _open_checked(data, max_pixels)
     fmt = im.format
     try:
@@ -58,7 +55,7 @@ def load_image(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
     except Exception as e:
         # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, ... for malformed
         # data. The bytes are the only input here, so whatever failed, the image is at fault.
-        raise ImageError("corrupt_image", f"could not decode the {fmt} image: {e}") from None
+        raise ImageError(code="corrupt_image", message=f"could not decode the {fmt} image: {e}") from None
     return _to_array(im, spec)
 
 
@@ -67,21 +64,24 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         im = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
     except UnidentifiedImageError:
         raise ImageError(
-            "not_an_image", f"the bytes are not an image in a supported format ({', '.join(FORMATS)})"
+            code="not_an_image", message=f"the bytes are not an image in a supported format ({', '.join(FORMATS)})"
         ) from None
     except Image.DecompressionBombError as e:
-        raise ImageError("image_too_large", str(e), status=413) from None
+        # Pillow's own last-resort limit, far above ours: the header promised billions of pixels.
+        raise ImageError(
+            code="image_too_large", message=f"the image exceeds the {max_pixels:,} pixel limit ({e})", status=413
+        ) from None
     except Exception as e:  # a header broken in a way the format plugin noticed
-        raise ImageError("corrupt_image", f"could not read the image header: {e}") from None
+        raise ImageError(code="corrupt_image", message=f"could not read the image header: {e}") from None
     width, height = im.size
     if width * height > max_pixels:
         raise ImageError(
-            "image_too_large",
-            f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
+            code="image_too_large",
+            message=f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
             status=413,
         )
     if width < 1 or height < 1:
-        raise ImageError("corrupt_image", f"the image header says {width}x{height}")
+        raise ImageError(code="corrupt_image", message=f"the image header says {width}x{height}")
     return im
 
 

@@ -56,15 +56,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         256, ge=1, description="most images waiting per model and worker; beyond it requests get 503"
     )
-    deadline_ms: float = Field(
-        10_000, gt=0, description="a request not answered within this time gets 504"
-    )
+    deadline_ms: float = Field(10_000, gt=0, description="a request not answered within this time gets 504")
     max_upload_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="largest request body (all files together) in bytes"
     )
-    max_pixels: int = Field(
-        50_000_000, ge=1, description="largest image (width x height), checked before decoding"
-    )
+    max_pixels: int = Field(50_000_000, ge=1, description="largest image (width x height), checked before decoding")
     max_files: int = Field(16, ge=1, description="most images in one `/predict` request")
     threads: int | None = Field(
         None,

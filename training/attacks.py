@@ -22,9 +22,10 @@ def pgd(
     steps: int,
     step_size: float,
     random_start: bool = True,
+    clip: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Maximise ``objective(model(x))`` (one value per sample) over ||x - x0||_inf <= eps, x in [0, 1].
+    """Maximise ``objective(model(x))`` (one value per sample) over ||x - x0||_inf <= eps, x in ``clip``.
 
     Returns a detached batch: no gradient flows through the attack into the training step.
     """
@@ -33,7 +34,9 @@ def pgd(
     was_training = model.training
     model.eval()
     x0 = x0.detach()
-    lo, hi = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+    lo, hi = x0 - eps, x0 + eps
+    if clip is not None:
+        lo, hi = lo.clamp(*clip), hi.clamp(*clip)
     if random_start:
         x = x0 + (2 * torch.rand(x0.shape, device=x0.device, generator=generator) - 1) * eps
         x = torch.max(torch.min(x, hi), lo)

@@ -46,8 +46,8 @@ def rescale(x: torch.Tensor) -> torch.Tensor:
 
 def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` noise images shaped like ``images`` (float, [0, 1]): half uniform, half permuted, all blurred."""
-    if images.ndim != 4:  # 2-D toy data: uniform noise over a box around the data, no blur
-        return torch.rand(n, *images.shape[1:], device=images.device, generator=generator)
+    if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
+        return 3 * torch.rand(n, *images.shape[1:], device=images.device, generator=generator) - 1
     n_uniform = n // 2
     uniform = torch.rand(n_uniform, *images.shape[1:], device=images.device, generator=generator)
     pick = torch.randint(0, len(images), (n - n_uniform,), device=images.device, generator=generator)

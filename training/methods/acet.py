@@ -64,7 +64,8 @@ class ACET:
         noise = noise_batch(x, n_noise, self.generator)
         if self.pgd_steps > 0:
             noise = pgd(model, noise, max_log_confidence, eps=self.eps, steps=self.pgd_steps,
-                        step_size=self.eps / self.pgd_steps * self.step_factor, generator=self.generator)
+                        step_size=self.eps / self.pgd_steps * self.step_factor, generator=self.generator,
+                        clip=(0.0, 1.0) if x.ndim == 4 else None)  # images live in [0,1]; toy points don't
         logits = net(torch.cat([x, noise]))
         clean, on_noise = logits[: len(x)], logits[len(x):]
         loss = (self.base.clean_loss(clean, y) + self.noise_term(on_noise)) / (len(x) + n_noise)

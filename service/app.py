@@ -1,0 +1,149 @@
+"""The FastAPI app: wiring, health, model listing and metrics. ``uvicorn service.app:app`` serves it.
+
+``create_app(settings)`` builds an independent app (own registry, metrics, thread pools), which is
+what tests use; the module-level ``app`` is built from ``OODSERVE_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from service import errors, predict, v2protocol
+from service.metrics import Metrics
+from service.middleware import BodySizeLimit, RequestMetrics
+from service.registry import ModelRegistry, ServedModel
+from service.schemas import Liveness, ModelInfo, ModelList, Readiness, error_responses
+from service.settings import Settings, available_cpus
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Image classifiers that know when they don't know. `POST /predict` returns each image's label
+together with an out-of-distribution score, its conformal p-value and the reject flag `is_ood`.
+The Open Inference Protocol (v2) endpoints take preprocessed tensors for clients such as
+`tritonclient`. Models are self-describing ONNX files; see `GET /models`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    _configure_logging(settings.log_level)
+    metrics = Metrics()
+    registry = ModelRegistry(settings, metrics)
+    # Decoding holds the GIL only briefly (Pillow's codecs release it), so a few threads decode in
+    # parallel with inference; the pixel limit bounds what each one can be made to allocate.
+    decode_pool = ThreadPoolExecutor(max_workers=max(2, available_cpus()), thread_name_prefix="decode")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load before the worker accepts connections: several workers share one listening socket,
+        # and a worker still loading must not take requests another worker could answer.
+        await registry.load()
+        try:
+            yield
+        finally:
+            # Uvicorn calls this after it stopped accepting and every accepted request was answered.
+            await registry.close()
+            decode_pool.shutdown(wait=True)
+            metrics.process_exiting()
+            log.info("shut down")
+
+    app = FastAPI(title="oodserve", version=v2protocol.server_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.decode_pool = decode_pool
+    # The middleware added last is the outermost: RequestMetrics times and counts everything.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    errors.install(app)
+    app.include_router(predict.router)
+    app.include_router(router)
+    app.include_router(v2protocol.router)
+    return app
+
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Liveness, summary="Liveness: the process answers")
+async def healthz() -> Liveness:
+    return Liveness()
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+    summary="Readiness: every model loaded and warmed up",
+)
+async def readyz(request: Request) -> JSONResponse:
+    registry: ModelRegistry = request.app.state.registry
+    body = Readiness(ready=registry.ready, models=sorted(registry.models), reason=registry.not_ready_reason())
+    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)
+
+
+@router.get("/models", response_model=ModelList, summary="The served models and their metadata")
+async def list_models(request: Request) -> ModelList:
+    registry: ModelRegistry = request.app.state.registry
+    return ModelList(
+        default_model=registry.settings.default_model,
+        models=[_model_info(m, registry) for _, m in sorted(registry.models.items())],
+        failures=registry.failures,
+    )
+
+
+@router.get(
+    "/models/{name}", response_model=ModelInfo, responses=error_responses(404, 503), summary="One model's metadata"
+)
+async def get_model(request: Request, name: str) -> ModelInfo:
+    registry: ModelRegistry = request.app.state.registry
+    served = registry.get(name)
+    request.state.model = served.name
+    return _model_info(served, registry)
+
+
+@router.get("/metrics", summary="Prometheus metrics (all workers)", response_class=Response)
+async def prometheus_metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+def _model_info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
+    m = served.metadata
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        default=m.name == registry.settings.default_model,
+        method=m.method,
+        score=m.score,
+        dataset=m.dataset,
+        architecture=m.architecture,
+        created=m.created,
+        classes=m.classes,
+        input=m.input,
+        threshold=m.calibration.threshold,
+        tpr=m.calibration.tpr,
+        calibration_split=m.calibration.split,
+        evaluation=m.evaluation,
+        providers=served.runtime.providers,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    """Give the service's loggers a handler of their own: uvicorn configures only its loggers."""
+    logger = logging.getLogger("service")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+app = create_app()

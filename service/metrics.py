@@ -1,0 +1,164 @@
+"""Prometheus metrics. The names are a contract: alerts and dashboards in docker/ query them.
+
+With several uvicorn workers, each worker is its own process with its own counters. When
+``PROMETHEUS_MULTIPROC_DIR`` is set (``python -m service`` sets it for ``workers > 1``),
+prometheus-client writes every value to a per-process file there and ``/metrics`` merges all
+workers' files, so a scrape that lands on any worker sees the whole service.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from service.modelfile import ModelMetadata
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = tuple(float(2**i) for i in range(9))  # 1, 2, 4, ..., 256
+# Scores differ by method: 1 - max softmax lives in [0, 1) and crowds near 0 for in-distribution
+# images; IsoMax+ distances of the bundled Fashion-MNIST model sit around 3.3-4.5 (threshold 4.13).
+# Fine steps near 0 show drift where most softmax traffic sits; the steps above 2 keep distance
+# scores from all landing in one bucket.
+OOD_SCORE_BUCKETS = (
+    *(0.001, 0.005, 0.01, 0.025, 0.05),
+    *(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+    *(1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0),
+    *(7.5, 10.0, 100.0),
+)
+P_VALUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """All of the service's metrics, registered in one registry per app (so tests can run several)."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "oodserve_requests",
+            "HTTP requests answered, by route template, model and status code",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "oodserve_request_duration_seconds",
+            "Time from request start to the end of the response",
+            ["endpoint", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "oodserve_queue_wait_seconds",
+            "Time a request waited in the batcher's queue",
+            ["model"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "oodserve_inference_duration_seconds",
+            "Time onnxruntime took for one batch",
+            ["model"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "oodserve_batch_size",
+            "Images per inference batch",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "oodserve_queue_depth",
+            "Images waiting in the batcher's queue (summed over workers)",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.images = Counter(
+            "oodserve_images",
+            "Images classified, by verdict (in = in-distribution, ood = rejected)",
+            ["model", "verdict"],
+            registry=r,
+        )
+        self.ood_score = Histogram(
+            "oodserve_ood_score",
+            "OOD score of each image (higher = more likely out-of-distribution)",
+            ["model"],
+            buckets=OOD_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.p_value = Histogram(
+            "oodserve_ood_p_value",
+            "Conformal p-value of each image's OOD score against calibration",
+            ["model"],
+            buckets=P_VALUE_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "oodserve_model_info",
+            "A served model (always 1); its metadata is in the labels",
+            ["model", "version", "method", "score", "dataset"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+
+    def for_model(self, metadata: ModelMetadata) -> ModelMetrics:
+        self.model_info.labels(metadata.name, metadata.version, metadata.method, metadata.score, metadata.dataset).set(
+            1
+        )
+        return ModelMetrics(self, metadata.name)
+
+    def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.request_duration.labels(endpoint, model).observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition: this process's registry, or every worker's when multiprocess."""
+        if multiprocess_dir():
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def process_exiting() -> None:
+        # Drops this worker's `livesum`/`livemax` gauge files so its queue depth stops counting.
+        if multiprocess_dir():
+            multiprocess.mark_process_dead(os.getpid())
+
+
+class ModelMetrics:
+    """The children of :class:`Metrics` for one model, handed to that model's batcher."""
+
+    def __init__(self, metrics: Metrics, model: str):
+        self.queue_wait = metrics.queue_wait.labels(model)
+        self.inference_duration = metrics.inference_duration.labels(model)
+        self.batch_size = metrics.batch_size.labels(model)
+        self.queue_depth = metrics.queue_depth.labels(model)
+        self._in = metrics.images.labels(model, "in")
+        self._ood = metrics.images.labels(model, "ood")
+        self._ood_score = metrics.ood_score.labels(model)
+        self._p_value = metrics.p_value.labels(model)
+
+    def observe_verdicts(self, ood_scores: np.ndarray, p_values: np.ndarray, is_ood: np.ndarray) -> None:
+        n_ood = int(np.count_nonzero(is_ood))
+        self._ood.inc(n_ood)
+        self._in.inc(len(is_ood) - n_ood)
+        for score, p in zip(ood_scores.tolist(), p_values.tolist(), strict=True):
+            self._ood_score.observe(score)
+            self._p_value.observe(p)

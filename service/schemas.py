@@ -1,0 +1,81 @@
+"""Response bodies of the service's own endpoints, documented field by field in the OpenAPI schema.
+
+The Open Inference Protocol's bodies live with that protocol in ``service/v2protocol.py``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from service.modelfile import Evaluation, InputSpec
+
+
+class Prediction(BaseModel):
+    filename: str | None = Field(None, description="the uploaded file's name, when it had one")
+    label: str = Field(description="the most probable class")
+    class_index: int = Field(description="index of `label` in the model's class list")
+    confidence: float = Field(description="probability of `label`")
+    probabilities: dict[str, float] = Field(
+        description="class name -> probability: every class in class order, or with `top_k` the `top_k` "
+        "most probable classes, most probable first"
+    )
+    ood_score: float = Field(description="out-of-distribution score; higher means less like the training data")
+    threshold: float = Field(description="the model's calibrated threshold: `is_ood = ood_score > threshold`")
+    p_value: float = Field(
+        description="conformal p-value: share of in-distribution calibration images scoring at least "
+        "`ood_score`; small values mean unusual input"
+    )
+    is_ood: bool = Field(description="the reject flag: do not trust `label` when true")
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="name of the model that answered")
+    model_version: str = Field(description="version of that model")
+    predictions: list[Prediction] = Field(description="one entry per image, in upload order")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    default: bool = Field(description="whether requests that name no model get this one")
+    method: str = Field(description="training method (informational)")
+    score: str = Field(description="what `ood_score` measures")
+    dataset: str = Field(description="the in-distribution training data")
+    architecture: str | None = None
+    created: str | None = None
+    classes: list[str] = Field(description="class names, in output order")
+    input: InputSpec = Field(description="how uploaded images are converted before inference")
+    threshold: float = Field(description="`is_ood = ood_score > threshold`")
+    tpr: float = Field(description="share of in-distribution validation images accepted at the threshold")
+    calibration_split: str = Field(description="data the threshold was calibrated on")
+    evaluation: Evaluation = Field(description="test accuracy and OOD detection results")
+    providers: list[str] = Field(description="onnxruntime execution providers in use, in order")
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+    failures: dict[str, str] = Field(description="model files that could not be loaded -> why")
+
+
+class Liveness(BaseModel):
+    status: str = Field("live", description="always `live` while the process answers")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="true once every model file is loaded and warmed up")
+    models: list[str] = Field(description="names of the loaded models")
+    reason: str | None = Field(None, description="why the service is not ready")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, e.g. `not_an_image`, `queue_full`")
+    message: str = Field(description="what was wrong, in words")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    return {status: {"model": ErrorResponse} for status in statuses}

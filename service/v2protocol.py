@@ -1,0 +1,354 @@
+"""The Open Inference Protocol (v2, KServe/Triton REST), including the binary tensor extension.
+
+Clients send the preprocessed ``images`` tensor (FP32 ``[N, C, H, W]`` in [0, 1]) and get back
+``probabilities`` (FP32 ``[N, K]``), ``ood_score`` (FP32 ``[N]``) and ``is_ood`` (BOOL ``[N]``).
+Tensors travel as JSON ``data`` or, as the stock ``tritonclient.http`` sends them by default, as
+raw little-endian bytes after the JSON header (``Inference-Header-Content-Length`` says where the
+JSON ends, ``parameters.binary_data_size`` how many bytes each tensor takes). Errors are
+``{"error": "..."}`` as the protocol says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.errors import ServiceError
+from service.modelfile import INPUT_NAME
+from service.registry import ModelRegistry, ServedModel
+from service.settings import Settings
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+
+OUTPUTS = {"probabilities": "FP32", "ood_score": "FP32", "is_ood": "BOOL"}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def server_version() -> str:
+    try:
+        return version("oodserve")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class V2Error(ServiceError):
+    code = "invalid_inference_request"
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestInput(_Body):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: Any = Field(None, description="the tensor's elements, flat or nested, row-major")
+
+
+class RequestOutput(_Body):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceRequest(_Body):
+    id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[float] | list[bool] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 marks the dynamic batch dimension")
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadataResponse(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+_ERRORS = {
+    code: {"content": {"application/json": {"example": {"error": "what was wrong"}}}}
+    for code in (400, 404, 413, 503, 504)
+}
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def _model(request: Request, name: str, model_version: str | None = None) -> ServedModel:
+    served = _registry(request).get(name)
+    request.state.model = served.name
+    if model_version is not None and model_version != served.metadata.version:
+        raise V2Error(
+            f"model '{name}' has no version '{model_version}' (serving '{served.metadata.version}')", status=404
+        )
+    return served
+
+
+@router.get("", response_model=ServerMetadataResponse)
+async def server_metadata() -> ServerMetadataResponse:
+    return ServerMetadataResponse(name="oodserve", version=server_version(), extensions=["binary_tensor_data"])
+
+
+@router.get("/health/live", response_model=Live)
+async def server_live() -> Live:
+    return Live(live=True)
+
+
+@router.get("/health/ready", response_model=Ready, responses={503: _ERRORS[503]})
+async def server_ready(request: Request) -> Ready:
+    registry = _registry(request)
+    if not registry.ready:
+        raise V2Error(f"not ready: {registry.not_ready_reason()}", status=503, code="not_ready")
+    return Ready(ready=True)
+
+
+@router.get("/models/{name}", response_model=ModelMetadataResponse, responses={404: _ERRORS[404]})
+@router.get(
+    "/models/{name}/versions/{model_version}", response_model=ModelMetadataResponse, responses={404: _ERRORS[404]}
+)
+async def model_metadata(request: Request, name: str, model_version: str | None = None) -> ModelMetadataResponse:
+    served = _model(request, name, model_version)
+    c, h, w = served.runtime.input_shape
+    k = len(served.metadata.classes)
+    return ModelMetadataResponse(
+        name=served.name,
+        versions=[served.metadata.version],
+        platform="onnxruntime_onnx",
+        inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
+        outputs=[
+            TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, k]),
+            TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
+            TensorMetadata(name="is_ood", datatype="BOOL", shape=[-1]),
+        ],
+    )
+
+
+@router.get("/models/{name}/ready", response_model=ModelReady, responses={404: _ERRORS[404]})
+@router.get("/models/{name}/versions/{model_version}/ready", response_model=ModelReady, responses={404: _ERRORS[404]})
+async def model_ready(request: Request, name: str, model_version: str | None = None) -> ModelReady:
+    served = _model(request, name, model_version)
+    return ModelReady(name=served.name, ready=True)
+
+
+_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON, or JSON followed by raw tensor bytes (binary tensor extension; set the "
+        f"`{HEADER_LENGTH}` header to the JSON's length)",
+        "content": {
+            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/models/{name}/infer",
+    response_model=InferenceResponse,
+    openapi_extra=_INFER_DOC,
+    responses=_ERRORS,
+)
+@router.post(
+    "/models/{name}/versions/{model_version}/infer",
+    response_model=InferenceResponse,
+    openapi_extra=_INFER_DOC,
+    responses=_ERRORS,
+)
+async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
+    started = time.monotonic()
+    settings: Settings = request.app.state.settings
+    served = _model(request, name, model_version)
+    body = await request.body()
+    # Parsing megabytes of JSON numbers is CPU work: keep it off the event loop, like image decoding.
+    infer_request, images = await asyncio.get_running_loop().run_in_executor(
+        request.app.state.decode_pool,
+        _decode_request,
+        body,
+        request.headers.get(HEADER_LENGTH),
+        served,
+        settings.max_batch_size,
+    )
+    wanted = _requested_outputs(infer_request)
+
+    deadline_s = settings.deadline_ms / 1000
+    timeout_us = infer_request.parameters.get("timeout")  # Triton's per-request timeout, microseconds
+    if isinstance(timeout_us, int) and timeout_us > 0:
+        deadline_s = min(deadline_s, timeout_us / 1e6)
+    remaining = deadline_s - (time.monotonic() - started)
+    verdicts = await served.classify(images, max(remaining, 0.001))
+
+    values = {"probabilities": verdicts.probabilities, "ood_score": verdicts.ood_score, "is_ood": verdicts.is_ood}
+    return _encode_response(served, infer_request.id, [(n, values[n], as_binary) for n, as_binary in wanted])
+
+
+# --- decoding and encoding ---------------------------------------------------------------------
+
+
+def _decode_request(
+    body: bytes, header_length: str | None, served: ServedModel, max_batch_size: int
+) -> tuple[InferenceRequest, np.ndarray]:
+    infer_request, binary = _parse_body(body, header_length)
+    return infer_request, _images(infer_request, binary, served, max_batch_size)
+
+
+def _parse_body(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
+    if header_length is None:
+        json_part, binary = body, b""
+    else:
+        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+            raise V2Error(f"{HEADER_LENGTH} is {header_length!r}; the body has {len(body)} bytes")
+        n = int(header_length)
+        json_part, binary = body[:n], body[n:]
+    if not json_part:
+        raise V2Error("the request body is empty; expected an inference request JSON object")
+    try:
+        document = json.loads(json_part)
+    except (ValueError, RecursionError) as e:
+        raise V2Error(f"the request body is not valid JSON: {e}") from None
+    try:
+        return InferenceRequest.model_validate(document), binary
+    except ValidationError as e:
+        problems = "; ".join(f"'{'.'.join(str(p) for p in err['loc']) or 'body'}': {err['msg']}" for err in e.errors())
+        raise V2Error(f"not an inference request: {problems}") from None
+
+
+def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch_size: int) -> np.ndarray:
+    names = [i.name for i in req.inputs]
+    if names != [INPUT_NAME]:
+        raise V2Error(f"model '{served.name}' takes exactly one input '{INPUT_NAME}'; got {names}")
+    tensor = req.inputs[0]
+    if tensor.datatype != "FP32":
+        raise V2Error(f"input '{INPUT_NAME}' must have datatype FP32, got {tensor.datatype!r}")
+    c, h, w = served.runtime.input_shape
+    shape = tensor.shape
+    if len(shape) != 4 or shape[1:] != [c, h, w] or not 1 <= shape[0] <= max_batch_size:
+        raise V2Error(
+            f"input '{INPUT_NAME}' has shape {shape}; model '{served.name}' takes [N, {c}, {h}, {w}] "
+            f"with 1 <= N <= {max_batch_size}"
+        )
+    count = math.prod(shape)
+    size = tensor.parameters.get("binary_data_size")
+    if size is not None:
+        if size != count * 4:
+            raise V2Error(
+                f"input '{INPUT_NAME}': binary_data_size is {size} bytes; shape {shape} in FP32 takes {count * 4}"
+            )
+        if len(binary) != size:
+            raise V2Error(f"the body carries {len(binary)} bytes of binary tensor data; inputs declare {size}")
+        array = np.frombuffer(binary, dtype="<f4").astype(np.float32)
+    elif tensor.data is not None:
+        if binary:
+            raise V2Error(f"the body carries {len(binary)} bytes of binary data but no input declares any")
+        array = _numbers(tensor.data)
+        if array.size != count:
+            raise V2Error(f"input '{INPUT_NAME}' has {array.size} elements in 'data'; shape {shape} needs {count}")
+    else:
+        raise V2Error(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
+    array = array.reshape(shape)
+    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
+        raise V2Error(f"input '{INPUT_NAME}' must hold preprocessed images: finite values in [0, 1]")
+    return array
+
+
+def _numbers(data: Any) -> np.ndarray:
+    try:
+        raw = np.asarray(data)
+    except ValueError as e:  # ragged nesting
+        raise V2Error(f"input '{INPUT_NAME}': 'data' is not a regular array of numbers ({e})") from None
+    if raw.dtype.kind not in "fiu":
+        raise V2Error(f"input '{INPUT_NAME}': 'data' must hold numbers, found {raw.dtype.kind!r}-kind values")
+    return raw.astype(np.float32).ravel()
+
+
+def _requested_outputs(req: InferenceRequest) -> list[tuple[str, bool]]:
+    default_binary = bool(req.parameters.get("binary_data_output", False))
+    if req.outputs is None:
+        return [(name, default_binary) for name in OUTPUTS]
+    unknown = [o.name for o in req.outputs if o.name not in OUTPUTS]
+    if unknown:
+        raise V2Error(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
+    return [(o.name, bool(o.parameters.get("binary_data", default_binary))) for o in req.outputs]
+
+
+def _encode_response(
+    served: ServedModel, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]]
+) -> Response:
+    described, chunks = [], []
+    for name, array, as_binary in outputs:
+        entry: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": list(array.shape)}
+        if as_binary:
+            raw = array.astype(np.bool_ if OUTPUTS[name] == "BOOL" else "<f4").tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.ravel().tolist()
+        described.append(entry)
+    header: dict[str, Any] = {"model_name": served.name, "model_version": served.metadata.version}
+    if request_id is not None:
+        header["id"] = request_id
+    header["outputs"] = described
+    if not chunks:
+        return JSONResponse(header)
+    head = json.dumps(header).encode()
+    return Response(
+        head + b"".join(chunks), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))}
+    )

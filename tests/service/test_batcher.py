@@ -1,0 +1,177 @@
+"""The batcher's contract, with plain functions as the model and events (not sleeps) for timing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from stand_in import metadata
+
+from service.batcher import Batcher, BatchFailed, DeadlineExceeded, QueueFull
+from service.metrics import Metrics
+
+NAME = "m"
+
+
+def doubled(images: np.ndarray) -> dict[str, np.ndarray]:
+    return {"double": images.reshape(len(images), -1)[:, 0] * 2}
+
+
+def rows(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32).reshape(-1, 1)
+
+
+class Gate:
+    """A model that blocks inside inference until released, and says when it got there."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        self.entered.set()
+        assert self.release.wait(30), "test never released the model"
+        return doubled(images)
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 30)
+
+
+def make(infer=doubled, **kwargs) -> tuple[Batcher, Metrics]:
+    metrics = Metrics()
+    options = {"max_batch_size": 4, "max_delay_s": 60.0, "max_queue": 16, **kwargs}
+    batcher = Batcher(NAME, infer, metrics.for_model(metadata(NAME)), **options)
+    batcher.start()
+    return batcher, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, {"model": NAME, **labels}) or 0.0
+
+
+def test_a_full_batch_goes_at_once_and_each_caller_gets_its_rows():
+    async def scenario():
+        batcher, metrics = make(max_delay_s=60.0)  # the delay would time the test out: fullness must win
+        results = await asyncio.gather(*(batcher.submit(rows(v), 10) for v in (1, 2, 3, 4)))
+        await batcher.close()
+        return results, metrics
+
+    results, metrics = asyncio.run(scenario())
+    assert [r["double"].tolist() for r in results] == [[2.0], [4.0], [6.0], [8.0]]
+    assert sample(metrics, "oodserve_batch_size_count") == 1
+    assert sample(metrics, "oodserve_batch_size_sum") == 4
+
+
+def test_a_lone_request_goes_after_max_delay():
+    async def scenario():
+        batcher, metrics = make(max_delay_s=0.01)
+        result = await batcher.submit(rows(5, 6), 10)
+        await batcher.close()
+        return result, metrics
+
+    result, metrics = asyncio.run(scenario())
+    assert result["double"].tolist() == [10.0, 12.0]
+    assert sample(metrics, "oodserve_batch_size_sum") == 2
+
+
+def test_requests_are_never_split_across_batches():
+    async def scenario():
+        batcher, metrics = make(max_batch_size=4, max_delay_s=0.01)
+        results = await asyncio.gather(*(batcher.submit(rows(1, 2, 3), 10) for _ in range(3)))
+        await batcher.close()
+        return results, metrics
+
+    results, metrics = asyncio.run(scenario())
+    assert all(r["double"].tolist() == [2.0, 4.0, 6.0] for r in results)
+    assert sample(metrics, "oodserve_batch_size_count") == 3  # 3 + 3 > 4: one request per batch
+
+
+def test_a_full_queue_refuses_with_retry_after_and_still_answers_what_it_accepted():
+    gate = Gate()
+
+    async def scenario():
+        batcher, metrics = make(gate, max_batch_size=1, max_queue=2)
+        running = asyncio.create_task(batcher.submit(rows(1), 30))
+        await gate.wait_entered()  # the first request is inside the model; the queue is empty
+        # Tasks start in creation order, so 2 and 3 are queued before 4 asks.
+        queued = [asyncio.create_task(batcher.submit(rows(v), 30)) for v in (2, 3)]
+        extra = asyncio.create_task(batcher.submit(rows(4), 30))
+        await asyncio.wait([extra, *queued], return_when=asyncio.FIRST_EXCEPTION)
+        depth = sample(metrics, "oodserve_queue_depth")
+        gate.release.set()
+        answers = await asyncio.gather(running, *queued)
+        await batcher.close()
+        return extra.exception(), depth, answers
+
+    refused, depth, answers = asyncio.run(scenario())
+    assert isinstance(refused, QueueFull)
+    assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+    assert depth == 2
+    assert [a["double"].tolist() for a in answers] == [[2.0], [4.0], [6.0]]
+
+
+def test_a_request_past_its_deadline_gets_504_and_leaves_the_queue():
+    gate = Gate()
+
+    async def scenario():
+        batcher, metrics = make(gate, max_batch_size=1)
+        running = asyncio.create_task(batcher.submit(rows(1), 30))
+        await gate.wait_entered()
+        with pytest.raises(DeadlineExceeded) as late:
+            await batcher.submit(rows(2), 0.01)
+        depth = sample(metrics, "oodserve_queue_depth")
+        gate.release.set()
+        first = await running
+        await batcher.close()
+        return late.value, depth, first, metrics
+
+    late, depth, first, metrics = asyncio.run(scenario())
+    assert late.status == 504 and "deadline" in late.message
+    assert depth == 0
+    assert first["double"].tolist() == [2.0]
+    assert sample(metrics, "oodserve_batch_size_count") == 1  # the late request never ran
+
+
+def test_a_failing_batch_fails_only_its_own_requests():
+    def fragile(images: np.ndarray) -> dict[str, np.ndarray]:
+        if (images < 0).any():
+            raise RuntimeError("negative input")
+        return doubled(images)
+
+    async def scenario():
+        batcher, _ = make(fragile, max_batch_size=1, max_delay_s=0.0)
+        outcomes = await asyncio.gather(*(batcher.submit(rows(v), 10) for v in (1, -1, 3)), return_exceptions=True)
+        after = await batcher.submit(rows(4), 10)
+        await batcher.close()
+        return outcomes, after
+
+    (ok1, failed, ok3), after = asyncio.run(scenario())
+    assert isinstance(failed, BatchFailed) and failed.status == 500 and "negative input" in failed.message
+    assert ok1["double"].tolist() == [2.0] and ok3["double"].tolist() == [6.0]
+    assert after["double"].tolist() == [8.0]  # the batcher keeps serving
+
+
+def test_close_answers_everything_still_queued_without_waiting_for_the_delay():
+    async def scenario():
+        batcher, _ = make(max_delay_s=60.0)
+        pending = [asyncio.create_task(batcher.submit(rows(v), 30)) for v in (1, 2)]
+        closing = asyncio.create_task(batcher.close())  # runs after both submits queued (FIFO start)
+        answers = await asyncio.gather(*pending)
+        await closing
+        return answers
+
+    assert [r["double"].tolist() for r in asyncio.run(scenario())] == [[2.0], [4.0]]
+
+
+def test_oversized_requests_are_a_programming_error():
+    async def scenario():
+        batcher, _ = make(max_batch_size=2)
+        try:
+            await batcher.submit(rows(1, 2, 3), 1)
+        finally:
+            await batcher.close()
+
+    with pytest.raises(ValueError, match=r"1\.\.2 images"):
+        asyncio.run(scenario())
