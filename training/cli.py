@@ -37,6 +37,8 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
     g.add_argument("--amp", action="store_true", help="bf16 (or fp16) autocast on CUDA")
     g.add_argument("--resume", action="store_true", help="continue OUT/last.pt where it stopped")
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (fine-tuning; same model and head)")
     g.add_argument("--export", default=None, metavar="PATH.onnx", help="export the final model to ONNX")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace, method: dict, run_name: str) -> None:
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[args.model],
         momentum=args.momentum, weight_decay=args.weight_decay, val_fraction=args.val_fraction, seed=args.seed,
         device=args.device, amp=args.amp, out=args.out or f"runs/{run_name}", resume=args.resume,
-        download=args.download, export=args.export, progress=args.progress,
+        download=args.download, export=args.export, init_from=args.init_from, progress=args.progress,
     )
     try:
         train(cfg)

@@ -42,6 +42,7 @@ class TrainConfig:
     resume: bool = False
     download: bool = True
     export: str | None = None
+    init_from: str | None = None
     progress: bool = True
 
 
@@ -102,6 +103,20 @@ def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, batc
     return correct / max(1, len(split))
 
 
+def _check_ranks_in_sync(model: nn.Module, rank: int, world: int) -> None:
+    """DDP keeps replicas identical only if every rank ran the same steps: verify it, cheaply."""
+    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    digest = torch.tensor([flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
+                          dtype=torch.float64, device=next(model.parameters()).device)
+    gathered = [torch.zeros_like(digest) for _ in range(world)]
+    torch.distributed.all_gather(gathered, digest)
+    if rank == 0:
+        same = all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
+        print(f"ranks in sync: {same} (parameter digest {gathered[0].tolist()} on rank 0 of {world})", flush=True)
+        if not same:
+            raise RuntimeError(f"DDP replicas diverged: digests {[g.tolist() for g in gathered]}")
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train; returns the path of the final checkpoint (``OUT/last.pt``)."""
     # -- distributed set-up (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE) --
@@ -134,6 +149,9 @@ def train(cfg: TrainConfig) -> Path:
     method = methods.from_state(cfg.method)
     method.generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)  # noise differs per rank
     model = models.build(cfg.model, info, method.make_head).to(device)
+    if cfg.init_from and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+        # fine-tuning: weights from another run (same architecture and head), fresh optimiser and schedule
+        model.load_state_dict(load_checkpoint(cfg.init_from, map_location=device)["model"])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     milestones = sorted({int(f * total_steps) for f in cfg.lr_milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
@@ -154,7 +172,9 @@ def train(cfg: TrainConfig) -> Path:
             print(f"resuming {ckpt_path} after epoch {ckpt['epoch'] + 1} (step {step})", flush=True)
     elif cfg.resume and master:
         print(f"--resume: no checkpoint at {ckpt_path}, starting from scratch", flush=True)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
+    # find_unused_parameters: a method whose step leaves some parameters without gradients (MCD's step B) says so
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None,
+                                              find_unused_parameters=getattr(method, "find_unused_parameters", False)) \
         if ddp else model
 
     writer = None
@@ -184,12 +204,16 @@ def train(cfg: TrainConfig) -> Path:
             idx = idx.to(device)
             x = datasets.augment(datasets.as_float(x_train[idx]), info.augment)
             y = y_train[idx]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp and device.type == "cuda"):
-                loss, stats = method.loss(model, net, x, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            stats = {}
+            # one optimiser step per loss in ``method.updates`` if it has them (MCD: steps A then B), else one
+            for loss_of in getattr(method, "updates", (method.loss,)):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp and device.type == "cuda"):
+                    loss, more = loss_of(model, net, x, y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                stats.update(more)
             sched.step()
             step += 1
             seen += len(idx) * world
@@ -207,11 +231,12 @@ def train(cfg: TrainConfig) -> Path:
         if master:
             val_acc = accuracy(model, splits.val, device)
             writer.add_scalar("val/acc", val_acc, step)
+            rate = seen / (time.perf_counter() - t0)
             means = "  ".join(f"{k} {v / max(1, done):.4f}" for k, v in sums.items())
-            print(f"epoch {epoch + 1}/{epochs}  step {step}  {means}  val_acc {val_acc:.4f}  "
-                  f"{seen / (time.perf_counter() - t0):.0f} img/s", flush=True)
             _save(checkpoint_payload(model, cfg, info, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                      scaler=scaler.state_dict(), epoch=epoch, step=step), ckpt_path)
+            print(f"epoch {epoch + 1}/{epochs}  step {step}  {means}  val_acc {val_acc:.4f}  "
+                  f"{rate:.0f} img/s", flush=True)
 
     if master:
         writer.close()
@@ -222,6 +247,6 @@ def train(cfg: TrainConfig) -> Path:
 
             export_checkpoint(ckpt_path, cfg.export)
     if ddp:
-        torch.distributed.barrier()
+        _check_ranks_in_sync(model, rank, world)
         torch.distributed.destroy_process_group()
     return ckpt_path

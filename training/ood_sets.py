@@ -1,0 +1,213 @@
+"""Out-of-distribution sets by name, brought to a model's input shape.
+
+Real data sets are read from their test splits without downloading; noise sets are drawn with a
+seed derived from the set's name, so adding a set never changes another and every model in a
+side-by-side comparison sees the same images. The adversarial sets (``adv-noise``, ``adv-samples``)
+depend on the model and are built in ``training.evaluate``.
+
+Names:
+  mnist, fashion-mnist, cifar10, cifar100, svhn  the data set's test split (under --data-root)
+  imagefolder:PATH                                images under PATH/test (or PATH) — a folder or a .zip
+  NAME-gray                                       any of the above converted to gray (e.g. cifar10-gray)
+  uniform                                         U[0, 1] pixels
+  permuted                                        in-distribution test images, pixels shuffled
+  noise                                           CEDA/ACET's training noise (uniform + permuted, blurred)
+  scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
+
+Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
+sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import data as datasets
+from .noise import noise_batch, permute_pixels
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+NOISE_SETS = ("uniform", "permuted", "noise")
+ADVERSARIAL_SETS = ("adv-noise", "adv-samples")
+SCALED = "scaled-noise"
+ALPHAS = (1.0, 10.0, 100.0, 1000.0)
+CIFAR10_ZIP = "cifar10-jpg.zip"
+
+
+@dataclass(frozen=True)
+class InputShape:
+    channels: int
+    height: int
+    width: int
+
+
+def set_seed(name: str, seed: int) -> int:
+    """A per-set seed that depends only on the set's name and the run's seed."""
+    return (zlib.crc32(name.encode()) + 7919 * seed) % (2**31)
+
+
+def is_dataset(name: str) -> bool:
+    base = name.removesuffix("-gray")
+    return base in DATASETS or base.startswith("imagefolder:")
+
+
+def known(name: str) -> bool:
+    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name == SCALED
+
+
+# ----------------------------------------------------------------------------------------------- real data
+
+
+def _subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+
+
+def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A data set's test split as uint8 [N, C, H, W] images and int64 labels, never downloading.
+
+    ``n`` draws a seeded subset (only those images are decoded when they come from a folder or zip).
+    """
+    root = Path(data_root)
+    if name.startswith("imagefolder:"):
+        return _image_files(Path(name.split(":", 1)[1]), n, seed)
+    if name == "mnist":
+        x, y = datasets.mnist_t10k(root)
+        idx = _subsample(len(y), n, seed)
+        return torch.from_numpy(x[idx].copy()).unsqueeze(1), torch.from_numpy(y[idx].copy())
+    if name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (root / CIFAR10_ZIP).is_file():
+        return _image_files(root / CIFAR10_ZIP, n, seed)
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)} or imagefolder:PATH")
+    x, y = _torchvision_test(name, root)
+    idx = torch.from_numpy(_subsample(len(y), n, seed))
+    return x[idx], y[idx]
+
+
+def _torchvision_test(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision.datasets as tvd
+
+    try:
+        if name == "fashion-mnist":
+            ds = tvd.FashionMNIST(root, train=False, download=False)
+            return ds.data.unsqueeze(1), ds.targets.long()
+        if name == "svhn":
+            ds = tvd.SVHN(root / "svhn", split="test", download=False)
+            return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()
+        ds = (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(root, train=False, download=False)
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    except RuntimeError:
+        extra = f" (or {root / CIFAR10_ZIP}: a zip of test/<class>/*.jpg)" if name == "cifar10" else ""
+        raise datasets.DatasetUnavailable(
+            f"OOD set '{name}': its test split is not under {root.resolve()}{extra}; evaluation never downloads. "
+            f"Pass --data-root to the folder that holds it."
+        ) from None
+
+
+def _image_files(path: Path, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images under ``path/test`` (or ``path``), a folder or a zip; label = the parent folder's name."""
+    from PIL import Image
+
+    if path.suffix == ".zip" and path.is_file():
+        archive = zipfile.ZipFile(path)
+        names = [m for m in archive.namelist() if m.lower().endswith(IMAGE_SUFFIXES)]
+        under_test = [m for m in names if m.startswith("test/")]
+        entries = sorted(under_test or names)
+        parent = lambda m: m.rsplit("/", 2)[-2] if m.count("/") >= 1 else ""
+        read = lambda m: io.BytesIO(archive.read(m))
+    elif path.is_dir():
+        base = path / "test" if (path / "test").is_dir() else path
+        entries = sorted(str(p) for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        parent = lambda m: Path(m).parent.name
+        read = lambda m: m
+    else:
+        raise datasets.DatasetUnavailable(f"imagefolder: {path} is neither a folder nor a .zip file")
+    if not entries:
+        raise datasets.DatasetUnavailable(f"imagefolder: no images ({', '.join(IMAGE_SUFFIXES)}) under {path}")
+    classes = sorted({parent(m) for m in entries})
+    picked = [entries[i] for i in _subsample(len(entries), n, seed)]
+    images, size = [], None
+    for m in picked:
+        im = Image.open(read(m))
+        im = im.convert("L" if im.mode in ("L", "1", "I;16", "I") else "RGB")
+        if size is None:
+            size, mode = im.size, im.mode
+        im = im.convert(mode)
+        if im.size != size:
+            im = im.resize(size, Image.BILINEAR)
+        images.append(np.asarray(im))
+    x = torch.from_numpy(np.stack(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor([classes.index(parent(m)) for m in picked])
+
+
+def to_input(x: torch.Tensor, shape: InputShape, *, gray: bool = False) -> torch.Tensor:
+    """uint8 or float images -> float32 [N, C, H, W] at the model's shape (values kept in [0, 1])."""
+    x = datasets.as_float(x)
+    if gray and x.shape[1] == 3:
+        x = _luma(x)
+    if x.shape[1] == 3 and shape.channels == 1:
+        x = _luma(x)
+    elif x.shape[1] == 1 and shape.channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[2:]) != (shape.height, shape.width):
+        x = F.interpolate(x, size=(shape.height, shape.width), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------- noise
+
+
+def noise_set(name: str, shape: InputShape, id_images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``uniform``, ``permuted`` or ``noise`` (see the module docstring) as float [n, C, H, W]."""
+    g = torch.Generator().manual_seed(set_seed(name, seed))
+    if name == "uniform":
+        return torch.rand(n, shape.channels, shape.height, shape.width, generator=g)
+    pick = torch.randint(0, len(id_images), (n,), generator=g) if n > len(id_images) else \
+        torch.randperm(len(id_images), generator=g)[:n]
+    base = to_input(id_images[pick], shape)
+    if name == "permuted":
+        return permute_pixels(base, g)
+    if name == "noise":
+        return noise_batch(base, n, g)
+    raise ValueError(f"unknown noise set {name!r}")
+
+
+def scaled_noise(shape: InputShape, n: int, seed: int, alphas: tuple[float, ...] = ALPHAS) -> dict[str, torch.Tensor]:
+    """alpha x U[0, 1] noise for each alpha, the same base images for every alpha (Theorem 3.1's check)."""
+    g = torch.Generator().manual_seed(set_seed(SCALED, seed))
+    base = torch.rand(n, shape.channels, shape.height, shape.width, generator=g)
+    return {scaled_name(a): base * a for a in alphas}
+
+
+def scaled_name(alpha: float) -> str:
+    return f"{SCALED} x{alpha:g}"
+
+
+def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: str | Path, n: int, seed: int,
+          alphas: tuple[float, ...] = ALPHAS) -> dict[str, torch.Tensor]:
+    """Named OOD set(s) (``scaled-noise`` gives one per alpha) as float images at the model's shape."""
+    if is_dataset(name):
+        gray = name.endswith("-gray")
+        x, _ = labelled_test(name.removesuffix("-gray"), data_root, n, set_seed(name, seed))
+        return {name: to_input(x, shape, gray=gray)}
+    if name in NOISE_SETS:
+        return {name: noise_set(name, shape, id_images, n, seed)}
+    if name == SCALED:
+        return scaled_noise(shape, n, seed, alphas)
+    raise ValueError(f"{name!r} is not a fixed OOD set (adversarial sets are built per model)")
