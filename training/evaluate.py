@@ -219,10 +219,11 @@ def parse_models(checkpoints: list[str], onnx_files: list[str], device: str = "c
     return list(found.values())
 
 
-def id_test_split(cand: Candidate, cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data"
+                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels, description) of the in-distribution test set of one candidate."""
     if cfg.id_test:
-        x, y = ood_sets.labelled_test(cfg.id_test, cfg.data_root or "data")
+        x, y = ood_sets.labelled_test(cfg.id_test, data_root)
         x, what = ood_sets.to_input(x, cand.shape), f"{cfg.id_test} test split"
     else:
         if cand.checkpoint:
@@ -318,8 +319,19 @@ class Evaluation:
     ranked: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return {"config": asdict(self.config), "rows": self.rows, "seconds": self.seconds,
-                "models": [asdict(m) for m in self.models]}
+        """Plain JSON-ready data; NaN (a metric with an empty side) becomes None."""
+        return _finite({"config": asdict(self.config), "rows": self.rows, "seconds": self.seconds,
+                        "models": [asdict(m) for m in self.models]})
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    if isinstance(v, float | np.floating):
+        return float(v) if np.isfinite(v) else None
+    return v
 
 
 def expand_rows(sets: tuple[str, ...], alphas: tuple[float, ...]) -> list[str]:
@@ -347,7 +359,7 @@ def evaluate(candidates: list[Candidate], cfg: EvalConfig, log=print) -> Evaluat
     # In-distribution: scored once per candidate.
     id_data, outputs = {}, {c.label: {} for c in candidates}
     for c in candidates:
-        x, y, what = id_test_split(c, cfg)
+        x, y, what = id_test_split(c, cfg, data_root)
         id_data[c.label] = (x, y, what)
         outputs[c.label]["id"] = c.scorer.outputs(x, cfg.batch_size, f"{c.label}: {what}", cfg.progress)
 
@@ -425,18 +437,10 @@ def write_outputs(ev: Evaluation, out: Path, title: str | None = None) -> dict[s
              "hist": out / "hist.png", "roc": out / "roc.png"}
     paths["table"].write_text(report.markdown(ev, title=title) + "\n")
     report.write_csv(ev, paths["csv"])
-    paths["json"].write_text(json.dumps(ev.to_dict(), indent=2, default=_jsonable) + "\n")
+    paths["json"].write_text(json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n")
     report.plot_histograms(ev, paths["hist"])
     report.plot_roc(ev, paths["roc"])
     return paths
-
-
-def _jsonable(v):
-    if isinstance(v, float | np.floating) and not np.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"not JSON serialisable: {type(v)}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -126,6 +126,7 @@ def plot_roc(ev, path: Path) -> None:
     for j, m in enumerate(ev.models):
         ax = axes[0, j]
         ranked = ev.ranked[m.label]
+        ax.set_prop_cycle(color=plt.cm.tab20(np.linspace(0, 1, 20)))
         for name in ev.rows:
             if name not in ranked or len(ranked[name]) == 0:
                 continue

@@ -59,7 +59,9 @@ def test_fpr95_on_known_gaussians():
     z95 = norm.ppf(0.95)
     assert m.fpr_at_tpr(id_conf, ood_conf) == pytest.approx(1 - norm.cdf(2.0 - z95), abs=0.004)  # 0.3613
     assert m.auroc(id_conf, ood_conf) == pytest.approx(norm.cdf(2.0 / np.sqrt(2.0)), abs=0.003)  # 0.9214
-    # OpenOOD's operating point (95 % of OOD flagged) on a narrower OOD distribution differs from ours
+    # OpenOOD's operating point (95 % of OOD flagged): the same as ours for equal widths, by symmetry ...
+    assert m.fpr_at_tpr_ood_positive(id_conf, ood_conf) == pytest.approx(norm.cdf(z95 - 2.0), abs=0.004)
+    # ... and not on a narrower OOD distribution
     ood_narrow = rng.normal(0.0, 0.5, 200_000)
     ours = m.fpr_at_tpr(id_conf, ood_narrow)
     theirs = m.fpr_at_tpr_ood_positive(id_conf, ood_narrow)
