@@ -6,8 +6,10 @@ Runs real training steps (forward, backward, SGD update; for ACET the PGD attack
 random [0,1] images of the chosen shape, after warm-up, and prints clean images per second. The
 floor: ACET needs 1 + at_frac x (pgd_steps + 1) forward-backward passes per clean image where
 plain needs 1 (the attack evaluates pgd_steps + 1 points, and the training step sees the noise
-once more) — so ACET/plain time can approach, but not beat, that ratio. Measured in one run, so
-the ratios hold on whatever machine runs it.
+once more). The attack's backward passes only need the gradient with respect to the input (no
+weight gradients, no optimiser step), so they are somewhat cheaper than a training pass and the
+measured ratio can sit a little below the floor; far above it means overhead outside the passes.
+All variants are measured in one run, so the ratios hold on whatever machine runs it.
 """
 
 from __future__ import annotations
