@@ -50,7 +50,7 @@ class Method:
 METHODS: list[Method] = [
     Method("plain", "training.acet", lambda a: ["--at-frac", "0"], paper="plain"),
     Method("CEDA", "training.acet", lambda a: ["--pgd-steps", "0"], paper="CEDA", base="plain"),
-    Method("ACET", "training.acet", lambda a: ["--pgd-steps", str(a.train_pgd_steps)], paper="ACET", base="plain"),
+    Method("ACET", "training.acet", lambda a: ["--pgd-steps", str(a.train_pgd_steps)], paper="ACET", base="CEDA"),
     Method("IsoMax+", "training.isomax", lambda a: []),
     Method("IsoMax+ACET", "training.isomax", lambda a: ["--acet", "--pgd-steps", str(a.train_pgd_steps)],
            base="IsoMax+"),
@@ -124,9 +124,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--mcd-finetune-epochs", type=int, default=FULL_RECIPE["mcd_finetune_epochs"])
     g.add_argument("--mcd-finetune-max-steps", type=int, default=FULL_RECIPE["mcd_finetune_max_steps"])
     g.add_argument("--finetune-steps", type=int, default=FULL_RECIPE["finetune_steps"],
-                   help="train CEDA / ACET / IsoMax+ACET for this many steps starting from the plain / IsoMax+ "
-                        "checkpoint (lr --finetune-lr, the usual step schedule) instead of from scratch")
-    g.add_argument("--finetune-lr", type=float, default=0.01)
+                   help="train CEDA from the plain model, ACET from the CEDA model and IsoMax+ACET from the IsoMax+ "
+                        "model, for this many steps each (lr --finetune-lr, the usual step schedule), instead of "
+                        "from scratch")
+    g.add_argument("--finetune-lr", type=float, default=0.05)
     g.add_argument("--reuse", action="store_true", help="skip a training run whose checkpoint and flags exist")
     g = p.add_argument_group("evaluation (defaults: the full recipe)")
     g.add_argument("--eval-pgd-steps", type=int, default=FULL_RECIPE["eval_pgd_steps"])
@@ -201,8 +202,9 @@ def reductions(args: argparse.Namespace) -> list[str]:
              "eval_pgd_steps": "PGD steps of the adversarial evaluation sets", "n_ood": "images per OOD set",
              "n_adv": "adversarial starting points per set", "n_id": "in-distribution test images",
              "mcd_finetune_epochs": "MCD fine-tuning epochs", "mcd_finetune_max_steps": "MCD fine-tuning steps (cap)",
-             "finetune_steps": "steps of CEDA / ACET / IsoMax+ACET, fine-tuned from the plain / IsoMax+ model "
-                               f"(lr {args.finetune_lr}, divided by 10 at 50/75/90 %) instead of trained from scratch",
+             "finetune_steps": "steps of CEDA, ACET and IsoMax+ACET, each fine-tuned (lr "
+                               f"{args.finetune_lr}, divided by 10 at 50/75/90 %) from the model before it (plain -> "
+                               "CEDA -> ACET, IsoMax+ -> IsoMax+ACET) instead of trained from scratch",
              "onnx": "score with the exported ONNX files"}
     for k, full in FULL_RECIPE.items():
         v = getattr(args, k)

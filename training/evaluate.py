@@ -341,7 +341,7 @@ def expand_rows(sets: tuple[str, ...], alphas: tuple[float, ...]) -> list[str]:
     return rows
 
 
-def evaluate(candidates: list[Candidate], cfg: EvalConfig, log=print) -> Evaluation:
+def evaluate(candidates: list[Candidate], cfg: EvalConfig) -> Evaluation:
     """Score every candidate on its ID test split and on every set; compute the metrics."""
     t0 = time.perf_counter()
     for name in cfg.sets:
