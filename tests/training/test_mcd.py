@@ -187,7 +187,7 @@ def test_an_exported_mcd_model_is_served_unchanged(mcd_run, tmp_path):
         photo = client.post("/predict", files={"file": ("photo.png", photo_png("coffee"), "image/png")}).json()
     assert body["model"] == onnx_path.stem
     answers = body["predictions"]
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))) for p in digits[:8]])
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in digits[:8]])
     _, want = scored(ckpt, images.unsqueeze(1))
     for a, s in zip(answers, want, strict=True):
         assert a["threshold"] == meta.calibration.threshold
