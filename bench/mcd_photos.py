@@ -42,12 +42,7 @@ def unlabeled_photo_folder(root: Path, per_photo: int = 150, seed: int = 1) -> P
     rng = np.random.default_rng(seed)
     images = []
     for name in UNLABELED_PHOTOS:
-        im = Image.open(photos_dir / name).convert("L")
-        w, h = im.size
-        for _ in range(per_photo):
-            side = int(rng.integers(28, min(w, h) + 1))
-            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            images.append(im.crop((x0, y0, x0 + side, y0 + side)).resize((32, 32), Image.BILINEAR))
+        images += ood_sets.square_crops(Image.open(photos_dir / name).convert("L"), per_photo, rng, (32, 32))
     for face in np.load(photos_dir / "lfw_subset.npy"):
         images.append(Image.fromarray((face * 255).astype(np.uint8)).resize((32, 32), Image.BILINEAR))
     for i, im in enumerate(images):

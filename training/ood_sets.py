@@ -214,14 +214,24 @@ def photo_crops(shape: InputShape, n: int, seed: int) -> torch.Tensor:
     crops = []
     for i, name in enumerate(PHOTO_NAMES):
         im = Image.fromarray(getattr(skimage.data, name)()).convert("L" if shape.channels == 1 else "RGB")
-        w, h = im.size
-        for _ in range(n // len(PHOTO_NAMES) + (i < n % len(PHOTO_NAMES))):
-            side = int(rng.integers(28, min(w, h) + 1))
-            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            crop = im.crop((x0, y0, x0 + side, y0 + side)).resize((shape.width, shape.height), Image.BILINEAR)
-            crops.append(np.asarray(crop))
+        count = n // len(PHOTO_NAMES) + (i < n % len(PHOTO_NAMES))
+        crops += [np.asarray(c) for c in square_crops(im, count, rng, (shape.width, shape.height))]
     x = torch.from_numpy(np.stack(crops))
     return to_input(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
+
+
+def square_crops(image, count: int, rng: np.random.Generator, size: tuple[int, int]) -> list:
+    """``count`` random square crops of a PIL image, sides from 28 px to its short side, resized to ``size``:
+    every scale from a texture patch to the whole scene."""
+    from PIL import Image
+
+    w, h = image.size
+    crops = []
+    for _ in range(count):
+        side = int(rng.integers(28, min(w, h) + 1))
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crops.append(image.crop((x0, y0, x0 + side, y0 + side)).resize(size, Image.BILINEAR))
+    return crops
 
 
 def scaled_name(alpha: float) -> str:
