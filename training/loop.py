@@ -7,6 +7,7 @@ environment variable that torchrun sets, so the same command runs with or withou
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -125,8 +126,11 @@ def train(cfg: TrainConfig) -> Path:
     if ddp:
         rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     device = _pick_device(cfg.device, local_rank)
-    if ddp:
+    if ddp and not torch.distributed.is_initialized():
+        # Once per process: a run of several phases (MCD) calls train() again, and re-creating the group
+        # on torchrun's store races (a fast rank can read the previous group's keys and move on alone).
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(torch.distributed.destroy_process_group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     master = rank == 0
@@ -248,5 +252,4 @@ def train(cfg: TrainConfig) -> Path:
             export_checkpoint(ckpt_path, cfg.export)
     if ddp:
         _check_ranks_in_sync(model, rank, world)
-        torch.distributed.destroy_process_group()
     return ckpt_path
