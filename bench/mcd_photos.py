@@ -71,28 +71,33 @@ def oracle_crops(seed: int = 12345) -> list[Image.Image]:
     return [Image.fromarray((im[0].numpy() * 255).round().astype(np.uint8)) for im in x]
 
 
-def scores(ckpt: Path, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, ood_score) exactly as the exported graph computes them."""
+def scorer(ckpt: Path):
+    """images -> (probabilities, ood_score), exactly as the exported graph computes them."""
     model, method, _ = build_model(load_checkpoint(ckpt))
-    with torch.no_grad():
-        p, score, _ = method.outputs(model.eval(), images)
-    return p.numpy(), score.numpy()
+    model.eval()
+
+    def score(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            p, ood, _ = method.outputs(model, images)
+        return p.numpy(), ood.numpy()
+
+    return score
 
 
 def evaluate(ckpt: Path, seed: int) -> dict:
     """Accuracy, AUROC vs uniform and vs photo crops, and where the crop AUROC is lost (the OOD sets are the
     same for every seed)."""
-    test = datasets.load("mnist5k", seed=seed).test
-    p_id, s_id = scores(ckpt, datasets.as_float(test.x))
+    test, scores = datasets.load("mnist5k", seed=seed).test, scorer(ckpt)
+    p_id, s_id = scores(datasets.as_float(test.x))
     uniform = torch.rand(1000, SHAPE.channels, SHAPE.height, SHAPE.width, generator=torch.Generator().manual_seed(3))
-    _, s_crops = scores(ckpt, ood_sets.photo_crops(SHAPE, N_CROPS, 0))
+    _, s_crops = scores(ood_sets.photo_crops(SHAPE, N_CROPS, 0))
     correct = p_id.argmax(1) == test.y.numpy()
     # for each digit, the share of crops scored no more OOD than it: the digit's part of 1 - AUROC
     outranked = np.searchsorted(np.sort(s_crops), s_id, side="right") / len(s_crops)
     photo_of_crop = np.repeat(ood_sets.PHOTO_NAMES, N_CROPS // len(ood_sets.PHOTO_NAMES))
     return {
         "acc": float(correct.mean()),
-        "uniform": ood_metrics.auroc(-s_id, -scores(ckpt, uniform)[1]),
+        "uniform": ood_metrics.auroc(-s_id, -scores(uniform)[1]),
         "photos": ood_metrics.auroc(-s_id, -s_crops),
         "bad_digits": int((outranked > 0.1).sum()),
         "bad_digits_correct": int(((outranked > 0.1) & correct).sum()),
