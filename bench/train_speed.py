@@ -26,7 +26,7 @@ from training.data import DatasetInfo
 
 def bench(method_state: dict, info: DatasetInfo, arch: str, batch: int, steps: int, device: torch.device,
           amp: bool) -> float:
-    method = methods.from_state(method_state)
+    method = methods.build(method_state)
     method.generator = torch.Generator(device).manual_seed(0)
     model = models.build(arch, info, method.make_head).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -35,7 +35,7 @@ def bench(method_state: dict, info: DatasetInfo, arch: str, batch: int, steps: i
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = method.loss(model, model, x, y)
+            loss, _ = method.loss(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -67,11 +67,10 @@ def main() -> None:
     c, h, w = (int(v) for v in args.dataset_shape.split("x"))
     info = DatasetInfo("bench", tuple(str(i) for i in range(10)), c, h, w, (0.5,) * c, (0.25,) * c)
     device = torch.device(args.device)
-    noise = {"at_frac": args.at_frac, "eps": 0.3, "step_factor": 2.5, "noise_loss": "max_conf"}
     variants = {
-        "plain": {"name": "plain"},
-        "CEDA": {"name": "acet", "base": {"name": "plain"}, **noise, "pgd_steps": 0},
-        "ACET": {"name": "acet", "base": {"name": "plain"}, **noise, "pgd_steps": args.pgd_steps},
+        "plain": methods.spec("plain"),
+        "CEDA": methods.spec("acet", at_frac=args.at_frac, pgd_steps=0),
+        "ACET": methods.spec("acet", at_frac=args.at_frac, pgd_steps=args.pgd_steps),
     }
     print(f"{args.model} {args.dataset_shape} batch {args.batch_size} on {device} ({platform.machine()}, "
           f"{torch.get_num_threads()} threads), amp={args.amp}, ACET pgd_steps={args.pgd_steps} at_frac={args.at_frac}")

@@ -170,8 +170,8 @@ def main() -> int:
 
 def drain(args: argparse.Namespace) -> int:
     """SIGTERM must not cost in-flight requests their answers. Run against a service whose
-    OODSERVE_MAX_DELAY_MS is long (seconds), so that requests are certainly still waiting for their
-    batch when the signal arrives."""
+    OODSERVE_MAX_DELAY_MS is long (seconds) and OODSERVE_BATCH_WAIT_WHEN_IDLE true, so that requests
+    are certainly still waiting for their batch when the signal arrives."""
     wait_until("/readyz", lambda: get_json(f"{args.service}/readyz").get("ready"), args.ready_timeout)
     model = get_json(f"{args.service}/models")["default_model"]
     (png, _), *_ = read_idx(args.data / "MNIST/raw/t10k-images-idx3-ubyte",
@@ -180,7 +180,10 @@ def drain(args: argparse.Namespace) -> int:
         in_flight = [pool.submit(predict, args.service, model, "file", [png]) for _ in range(8)]
         time.sleep(0.5)  # the requests are accepted and queued, waiting for a fuller batch
         if any(f.done() for f in in_flight):
-            raise SmokeFailure("requests were answered before the stop; is OODSERVE_MAX_DELAY_MS long?")
+            raise SmokeFailure(
+                "requests were answered before the stop; are OODSERVE_MAX_DELAY_MS long and "
+                "OODSERVE_BATCH_WAIT_WHEN_IDLE true?"
+            )
         started = time.monotonic()
         stop = subprocess.run(args.drain, shell=True, capture_output=True, text=True)
         if stop.returncode != 0:

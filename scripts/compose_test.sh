@@ -100,8 +100,8 @@ phase_done "container checks (exec)"
 
 # SIGTERM must reach uvicorn (through tini), let the requests in flight finish, and end in a clean
 # shutdown well within the grace period. A 3 s batching delay keeps requests in flight long enough.
-log "recreating the service with OODSERVE_MAX_DELAY_MS=3000 for the drain check"
-OODSERVE_MAX_DELAY_MS=3000 "${COMPOSE[@]}" up -d --wait --wait-timeout 120 service
+log "recreating the service with OODSERVE_MAX_DELAY_MS=3000 and OODSERVE_BATCH_WAIT_WHEN_IDLE=true (requests wait in the queue) for the drain check"
+OODSERVE_MAX_DELAY_MS=3000 OODSERVE_BATCH_WAIT_WHEN_IDLE=true "${COMPOSE[@]}" up -d --wait --wait-timeout 120 service
 container=$("${COMPOSE[@]}" ps -q service)
 python3 scripts/compose_smoke.py --data "$DATA" --service "http://127.0.0.1:$OODSERVE_PORT" \
   --drain "docker stop -t 30 $container"

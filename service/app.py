@@ -7,19 +7,23 @@ what tests use; the module-level ``app`` is built from ``OODSERVE_*`` environmen
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service import errors, predict, v2protocol
+from service import errors, predict, v2protocol, v2repository
+from service.decodepool import DecodePool
+from service.draining import Drain
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, RequestMetrics
+from service.middleware import BodySizeLimit, RequestIdLogFilter, RequestMetrics
 from service.registry import ModelRegistry, ServedModel
+from service.repository import ModelRepository
 from service.schemas import Liveness, ModelInfo, ModelList, Readiness, error_responses
-from service.settings import Settings, available_cpus
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +39,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     _configure_logging(settings.log_level)
     metrics = Metrics()
-    registry = ModelRegistry(settings, metrics)
+    registry = ModelRegistry(settings)
+    repository = ModelRepository(registry, settings, metrics)
     # Decoding holds the GIL only briefly (Pillow's codecs release it), so a few threads decode in
-    # parallel with inference; the pixel limit bounds what each one can be made to allocate.
-    decode_pool = ThreadPoolExecutor(max_workers=max(2, available_cpus()), thread_name_prefix="decode")
+    # parallel with inference; the decode budget bounds what they can be made to allocate together.
+    decode_pool = DecodePool(settings.decode_thread_count, settings.decode_memory_mb * 2**20, settings.max_decode_queue)
+    drain = Drain(settings.drain_delay_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load before the worker accepts connections: several workers share one listening socket,
         # and a worker still loading must not take requests another worker could answer.
-        await registry.load()
+        await repository.start()  # and, in poll mode, follows the model directory from now on
+        # What start-up built (modules, models, schemas) lives as long as the process: keeping it out of
+        # the garbage collector's generations makes each full collection cost milliseconds, not tens.
+        gc.freeze()
+        drain.install()  # uvicorn's SIGTERM handler is in place by now; the drain wraps it
         try:
             yield
         finally:
             # Uvicorn calls this after it stopped accepting and every accepted request was answered.
+            await repository.stop()
             await registry.close()
-            decode_pool.shutdown(wait=True)
+            decode_pool.shutdown()
             metrics.process_exiting()
             log.info("shut down")
 
     app = FastAPI(title="oodserve", version=v2protocol.server_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.repository = repository
     app.state.metrics = metrics
     app.state.decode_pool = decode_pool
+    app.state.drain = drain
     # The middleware added last is the outermost: RequestMetrics times and counts everything.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(
+        RequestMetrics,
+        metrics=metrics,
+        drain=drain,
+        body_timeout_s=settings.body_timeout_s,
+        shed=predict.shed_when_full(registry),
+    )
     errors.install(app)
     app.include_router(predict.router)
     app.include_router(router)
     app.include_router(v2protocol.router)
+    app.include_router(v2repository.router)
     return app
 
 
@@ -85,26 +105,44 @@ async def healthz() -> Liveness:
 )
 async def readyz(request: Request) -> JSONResponse:
     registry: ModelRegistry = request.app.state.registry
+    if draining := _draining(request):
+        return draining
     body = Readiness(ready=registry.ready, models=sorted(registry.models), reason=registry.not_ready_reason())
     return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)
 
 
-@router.get("/models", response_model=ModelList, summary="The served models and their metadata")
+def _draining(request: Request) -> JSONResponse | None:
+    """After SIGTERM: not ready, so that load balancers stop sending while accepted work finishes."""
+    if not request.app.state.drain.draining:
+        return None
+    registry: ModelRegistry = request.app.state.registry
+    reason = "shutting down: finishing the accepted requests"
+    return JSONResponse(Readiness(ready=False, models=sorted(registry.models), reason=reason).model_dump(), 503)
+
+
+@router.get("/models", response_model=ModelList, summary="The served models and versions, and their metadata")
 async def list_models(request: Request) -> ModelList:
     registry: ModelRegistry = request.app.state.registry
     return ModelList(
         default_model=registry.settings.default_model,
-        models=[_model_info(m, registry) for _, m in sorted(registry.models.items())],
+        models=[_model_info(m, registry) for m in registry.served()],
         failures=registry.failures,
     )
 
 
 @router.get(
-    "/models/{name}", response_model=ModelInfo, responses=error_responses(404, 503), summary="One model's metadata"
+    "/models/{name}",
+    response_model=ModelInfo,
+    responses=error_responses(404, 503),
+    summary="One model's metadata (its newest version, or `version`)",
 )
-async def get_model(request: Request, name: str) -> ModelInfo:
+async def get_model(
+    request: Request,
+    name: str,
+    version: Annotated[str | None, Query(description="model version; default: the newest served")] = None,
+) -> ModelInfo:
     registry: ModelRegistry = request.app.state.registry
-    served = registry.get(name)
+    served = registry.get(name, version)
     request.state.model = served.name
     return _model_info(served, registry)
 
@@ -119,8 +157,10 @@ def _model_info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
     m = served.metadata
     return ModelInfo(
         name=m.name,
-        version=m.version,
-        default=m.name == registry.settings.default_model,
+        version=served.version,
+        default=m.name == registry.settings.default_model and served is registry.models[m.name],
+        model_version=m.version,
+        source=served.origin.source,
         method=m.method,
         score=m.score,
         dataset=m.dataset,
@@ -142,7 +182,8 @@ def _configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RequestIdLogFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
         logger.addHandler(handler)
 
 

@@ -1,11 +1,16 @@
 """A dynamic batcher with Triton's contract, one per model (and per worker process).
 
-Requests queue up; a batch goes to the model at once when it is full (``max_batch_size`` images),
-otherwise when the oldest request has waited ``max_delay``. While one batch runs, the next one
-fills, so batches grow by themselves under load and stay at one image when traffic is light.
+Requests queue up; while a batch runs, the next one fills, so batches grow by themselves under
+load. When the model is free, the queued requests go to it at once, unless more are on their way
+(announced by the route as soon as their body is in, see :meth:`Batcher.announce`): then the batch
+waits for them until it is full (``max_batch_size`` images) or the oldest request has waited
+``max_delay``. A lone request therefore never pays the delay, and under load the batches are as
+full as the traffic allows. With ``wait_when_idle`` the oldest request always waits up to
+``max_delay`` for a full batch (Triton's queue delay; tests use it to hold requests in the queue).
 
-- The queue is bounded (``max_queue`` images): a request that does not fit is refused at once
-  (:class:`QueueFull`, 503 + Retry-After) rather than waiting behind work the server cannot do.
+- The queue is bounded (``max_queue`` images, queued and announced together): a request that does
+  not fit is refused at once (:class:`QueueFull`, 503 + Retry-After) rather than waiting behind work
+  the server cannot do; :meth:`Batcher.check_room` lets the route refuse before it reads the body.
 - Every request has a deadline: past it the caller gets :class:`DeadlineExceeded` (504) and its
   images leave the queue, so nobody computes answers nobody waits for.
 - A request's images always travel in one batch; a batch that fails fails only the requests in it.
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import ServiceError
+from service.errors import DeadlineExceeded, ServiceError
 from service.metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
@@ -35,11 +40,6 @@ Outputs = dict[str, np.ndarray]
 class QueueFull(ServiceError):
     status = 503
     code = "queue_full"
-
-
-class DeadlineExceeded(ServiceError):
-    status = 504
-    code = "deadline_exceeded"
 
 
 class BatchFailed(ServiceError):
@@ -53,6 +53,32 @@ class _Pending:
     future: asyncio.Future[Outputs]
     enqueued: float  # loop.time()
     deadline: float
+    taken: bool = False  # in a batch: its answer comes from the model, it no longer counts as queued
+
+
+class Announcement:
+    """Images a request will submit soon (its body is in, its images are decoding)."""
+
+    def __init__(self, batcher: Batcher, images: int):
+        self._batcher = batcher
+        self.images = images
+
+    def resize(self, images: int) -> None:
+        self._batcher._incoming += images - self.images
+        self.images = images
+
+    def withdraw(self) -> None:
+        """Submitted, or given up (a bad image, a deadline): the batcher stops waiting for it."""
+        if self.images:
+            self._batcher._incoming -= self.images
+            self.images = 0
+            self._batcher._arrived.set()
+
+    def __enter__(self) -> Announcement:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.withdraw()
 
 
 class Batcher:
@@ -65,15 +91,18 @@ class Batcher:
         max_batch_size: int,
         max_delay_s: float,
         max_queue: int,
+        wait_when_idle: bool = False,
     ):
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
+        self.wait_when_idle = wait_when_idle
         self._infer = infer
         self._metrics = metrics
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_images = 0
+        self._incoming = 0  # images announced and not yet submitted
         self._arrived = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
@@ -90,34 +119,53 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: np.ndarray, timeout_s: float) -> Outputs:
+    def check_room(self, images: int = 1) -> None:
+        """Raise :class:`QueueFull` unless ``images`` more fit behind what is queued and announced."""
+        if self._closing:
+            raise QueueFull("the server is shutting down", headers={"Retry-After": "1"})
+        waiting = self._queued_images + self._incoming
+        if waiting + images > self.max_queue:
+            raise QueueFull(
+                f"model '{self.name}' has {waiting} images queued or on their way (limit {self.max_queue}); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    def announce(self, images: int = 1) -> Announcement:
+        """Tell the batcher ``images`` are on their way, so a batch waits for them (up to ``max_delay``).
+
+        Use it as a context manager around decoding and :meth:`submit`; call :meth:`check_room` first.
+        """
+        self._incoming += images
+        return Announcement(self, images)
+
+    async def submit(self, images: np.ndarray, timeout_s: float, announced: Announcement | None = None) -> Outputs:
         """Queue ``images`` ``[n, ...]`` and return the model's outputs for exactly those rows."""
         n = len(images)
         if not 1 <= n <= self.max_batch_size:
             raise ValueError(f"a request must hold 1..{self.max_batch_size} images, got {n}")
-        if self._closing:
-            raise QueueFull("the server is shutting down", headers={"Retry-After": "1"})
-        if self._queued_images + n > self.max_queue:
-            raise QueueFull(
-                f"model '{self.name}' has {self._queued_images} images queued (limit {self.max_queue}); retry shortly",
-                headers={"Retry-After": "1"},
-            )
+        if announced is not None:
+            announced.withdraw()
+        self.check_room(n)
         loop = asyncio.get_running_loop()
         now = loop.time()
         pending = _Pending(images, loop.create_future(), now, now + timeout_s)
+        queued_ahead = self._queued_images
         self._queue.append(pending)
         self._queued_images += n
         self._metrics.queue_depth.set(self._queued_images)
         self._arrived.set()
         try:
-            # shield: a timeout must not cancel the future the batcher may be about to fill.
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+            # A timeout (or the caller's cancellation) cancels the future; the batcher skips cancelled ones.
+            async with asyncio.timeout(timeout_s):
+                return await pending.future
         except TimeoutError:
             raise DeadlineExceeded(
-                f"model '{self.name}' did not answer before the request's deadline; the server is overloaded"
+                f"model '{self.name}' did not answer before the request's deadline ({timeout_s * 1000:,.0f} ms "
+                f"were left when it was queued behind {queued_ahead} images)"
             ) from None
         finally:
-            if not pending.future.done():  # deadline passed, or the caller was cancelled
+            if not pending.taken:  # deadline passed, or the caller was cancelled
                 self._withdraw(pending)
 
     def _withdraw(self, pending: _Pending) -> None:
@@ -125,7 +173,7 @@ class Batcher:
         try:
             self._queue.remove(pending)
         except ValueError:
-            return  # already taken into a running batch; its answer will be dropped
+            return
         self._queued_images -= len(pending.images)
         self._metrics.queue_depth.set(self._queued_images)
 
@@ -143,16 +191,36 @@ class Batcher:
                 await self._run(batch)
 
     async def _wait_for_fuller_batch(self) -> None:
+        """Wait while images are on their way and the batch is not full, up to ``max_delay``."""
         loop = asyncio.get_running_loop()
-        while self._queue and self._queued_images < self.max_batch_size and not self._closing:
-            remaining = self._queue[0].enqueued + self.max_delay_s - loop.time()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                return
+        timer: asyncio.TimerHandle | None = None
+        timer_due = expired = None
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True  # uvloop's clock has millisecond steps: trust the timer, not `time() >= due`
+            self._arrived.set()
+
+        try:
+            while self._worth_waiting():
+                due = self._queue[0].enqueued + self.max_delay_s
+                if expired or loop.time() >= due:
+                    return
+                if due != timer_due:  # one timer per wait (per oldest request), not one per arrival
+                    if timer is not None:
+                        timer.cancel()
+                    timer, timer_due = loop.call_at(due, expire), due
+                self._arrived.clear()
+                await self._arrived.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _worth_waiting(self) -> bool:
+        """Queued images that do not fill a batch, and more on their way (or always waiting)."""
+        if not self._queue or self._queued_images >= self.max_batch_size or self._closing:
+            return False
+        return bool(self._incoming) or self.wait_when_idle
 
     def _take_batch(self) -> list[_Pending]:
         now = asyncio.get_running_loop().time()
@@ -160,11 +228,15 @@ class Batcher:
         size = 0
         while self._queue and size + len(self._queue[0].images) <= self.max_batch_size:
             pending = self._queue.popleft()
+            pending.taken = True
             self._queued_images -= len(pending.images)
             if pending.future.done():
                 continue
             if now > pending.deadline:
-                pending.future.set_exception(DeadlineExceeded(f"deadline passed in model '{self.name}'s queue"))
+                where = f"the queue of model '{self.name}'"
+                pending.future.set_exception(
+                    DeadlineExceeded(f"the request's deadline passed while it waited in {where}")
+                )
                 continue
             self._metrics.queue_wait.observe(now - pending.enqueued)
             batch.append(pending)

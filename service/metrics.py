@@ -8,7 +8,10 @@ workers' files, so a scrape that lands on any worker sees the whole service.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import (
@@ -22,20 +25,12 @@ from prometheus_client import (
 )
 
 from service.modelfile import ModelMetadata
+from service.score_histogram import ScoreHistograms
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = tuple(float(2**i) for i in range(9))  # 1, 2, 4, ..., 256
-# Scores differ by method: 1 - max softmax lives in [0, 1) and crowds near 0 for in-distribution
-# images; IsoMax+ distances of the bundled Fashion-MNIST model sit around 3.3-4.5 (threshold 4.13).
-# Fine steps near 0 show drift where most softmax traffic sits; the steps above 2 keep distance
-# scores from all landing in one bucket.
-OOD_SCORE_BUCKETS = (
-    *(0.001, 0.005, 0.01, 0.025, 0.05),
-    *(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
-    *(1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0),
-    *(7.5, 10.0, 100.0),
-)
+# oodserve_ood_score's buckets come with each model (service/score_histogram.py): scores differ by method.
 P_VALUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -43,11 +38,49 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill()
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def drop_dead_workers(directory: str) -> None:
+    """Drop the live-only gauges (``livesum``/``livemax``) of worker processes that died.
+
+    A worker that exits normally drops its own (``Metrics.process_exiting``); one that is killed
+    cannot, and its last queue depth would be summed in for ever. uvicorn's supervisor replaces a
+    dead worker without telling anyone, so each scrape checks the pids in the file names.
+    Counters and histograms of dead workers stay: they are part of the service's totals.
+    """
+    pids = {int(m.group(1)) for p in Path(directory).glob("gauge_live*_*.db") if (m := _PID.search(p.name))}
+    for pid in pids:
+        if not pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape was quicker
+                multiprocess.mark_process_dead(pid, directory)
+
+
+_PID = re.compile(r"_(\d+)\.db$")
+
+
 class Metrics:
     """All of the service's metrics, registered in one registry per app (so tests can run several)."""
 
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._declare_http(self.registry)
+        self._declare_batching(self.registry)
+        self._declare_verdicts(self.registry)
+
+    def _declare_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "oodserve_requests",
             "HTTP requests answered, by route template, model and status code",
@@ -61,6 +94,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _declare_batching(self, r: CollectorRegistry) -> None:
         self.queue_wait = Histogram(
             "oodserve_queue_wait_seconds",
             "Time a request waited in the batcher's queue",
@@ -89,19 +124,15 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+
+    def _declare_verdicts(self, r: CollectorRegistry) -> None:
         self.images = Counter(
             "oodserve_images",
             "Images classified, by verdict (in = in-distribution, ood = rejected)",
             ["model", "verdict"],
             registry=r,
         )
-        self.ood_score = Histogram(
-            "oodserve_ood_score",
-            "OOD score of each image (higher = more likely out-of-distribution)",
-            ["model"],
-            buckets=OOD_SCORE_BUCKETS,
-            registry=r,
-        )
+        self.ood_score = ScoreHistograms(r)
         self.p_value = Histogram(
             "oodserve_ood_p_value",
             "Conformal p-value of each image's OOD score against calibration",
@@ -118,6 +149,7 @@ class Metrics:
         )
 
     def for_model(self, metadata: ModelMetadata) -> ModelMetrics:
+        self.ood_score.add(metadata)
         self.model_info.labels(metadata.name, metadata.version, metadata.method, metadata.score, metadata.dataset).set(
             1
         )
@@ -129,7 +161,8 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition: this process's registry, or every worker's when multiprocess."""
-        if multiprocess_dir():
+        if directory := multiprocess_dir():
+            drop_dead_workers(directory)
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)
             return generate_latest(merged), CONTENT_TYPE_LATEST

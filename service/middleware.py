@@ -1,13 +1,32 @@
-"""Two plain ASGI middlewares: a request-body size cap and per-request metrics."""
+"""Plain ASGI middlewares: a request-body size cap, and per-request bookkeeping (id, metrics, outcome)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import UploadTooLarge
+from service.connections import OVER_CONNECTION_LIMIT
+from service.draining import Drain
+from service.errors import BurstLog, ServiceError, UploadTooLarge, error_response
 from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# A refusal decided from the request line and headers alone (see ``RequestMetrics``): the endpoint to
+# count it under and the error, or None to let the app handle the request.
+Shed = Callable[[Scope], "tuple[str, ServiceError] | None"]
+
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer: not a server error
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class BodySizeLimit:
@@ -25,7 +44,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.max_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = _declared_length(dict(scope["headers"]).get(b"content-length"))
         received = 0
 
         def too_large(size: str) -> UploadTooLarge:
@@ -33,8 +52,8 @@ class BodySizeLimit:
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise too_large(f"{int(declared):,} bytes")
+            if declared is not None and declared > limit:
+                raise too_large(f"{declared:,} bytes" if declared < _UNPARSED else "declared as over 10**18 bytes")
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -45,33 +64,153 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-class RequestMetrics:
-    """Counts and times every HTTP request by route template, model and status.
+_UNPARSED = 10**18  # stands for any Content-Length of more than 18 digits
 
-    The route template (``/v2/models/{name}/infer``) keeps the label set bounded whatever paths
-    clients invent; the model label is set by routes only once the name is known to be served.
+
+def _declared_length(value: bytes | None) -> int | None:
+    """Content-Length as a number; one too long to parse counts as over the limit, garbage as absent.
+
+    ``int()`` refuses more than 4,300 digits; the server rejects malformed lengths itself.
+    """
+    if value is None or not value.strip().isdigit():  # bytes.isdigit() is ASCII-only
+        return None
+    digits = value.strip().lstrip(b"0") or b"0"
+    return int(digits) if len(digits) <= 18 else _UNPARSED
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Puts the current request's id on every log record as ``request_id`` (``-`` outside requests)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class BodyTimeout(ServiceError):
+    status = 408
+    code = "body_timeout"
+
+
+class RequestMetrics:
+    """The outermost layer of every HTTP request: its id, its metrics, and what it came to.
+
+    - ``X-Request-ID``: the client's, if it is short and plain (letters, digits, ``._:@/+=-``), else a
+      new one; sent back in every response and put on the request's log lines.
+    - Counts and times every request by route template, model and status. The route template
+      (``/v2/models/{name}/infer``) keeps the label set bounded whatever paths clients invent; the
+      model label is set by routes only once the name is known to be served.
+    - A client that disconnects before its answer is counted as 499 and logged at INFO; it is not
+      a server error. An unexpected exception is logged with its traceback and answered with 500.
+    - The body must arrive within ``body_timeout_s`` of the request's start, else 408.
+    - While the worker drains, responses say ``Connection: close`` so clients reconnect elsewhere.
+    - A request over the connection limit (marked by service/connections.py) gets 503 here, and so
+      does one that ``shed`` refuses from its line and headers (a model whose queue is full): no
+      routing, no body read, so refusing costs a fraction of what serving costs.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, shed: Shed | None = None):
         self.app = app
         self.metrics = metrics
+        self.drain = drain
+        self.body_timeout_s = body_timeout_s
+        self.shed = shed
+        self.bursts = BurstLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before responding
-
-        async def send_and_note_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        rid = _request_id(scope)
+        token = request_id.set(rid)
+        outcome = _Outcome(receive, send, rid, self.drain, self.body_timeout_s)
+        shed_endpoint = None
         try:
-            await self.app(scope, receive, send_and_note_status)
+            if limit := scope.get(OVER_CONNECTION_LIMIT):
+                await self._over_limit(scope, outcome, limit)
+            elif self.shed is not None and (refusal := self.shed(scope)) is not None:
+                shed_endpoint, exc = refusal
+                await self._refuse(scope, outcome, exc)
+            else:
+                await self.app(scope, outcome.receive, outcome.send)
+        except Exception as exc:
+            await outcome.failed(scope, exc)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or shed_endpoint or "unmatched"
             model = scope.get("state", {}).get("model", "")
+            status = CLIENT_CLOSED if outcome.client_left else outcome.status
+            if outcome.client_left:
+                log.info("%s %s: the client left before its answer (%d)", scope["method"], scope["path"], status)
             self.metrics.observe_request(endpoint, model, status, time.perf_counter() - started)
+            request_id.reset(token)
+
+    async def _over_limit(self, scope: Scope, outcome: _Outcome, limit: int) -> None:
+        exc = ServiceError(
+            f"the server has {limit} connections open already; retry shortly",
+            code="too_many_connections",
+            status=503,
+            headers={"retry-after": "1", "connection": "close"},
+        )
+        await self._refuse(scope, outcome, exc)
+
+    async def _refuse(self, scope: Scope, outcome: _Outcome, exc: ServiceError) -> None:
+        request = Request(scope)
+        self.bursts.warning(request, exc)
+        response = error_response(request, exc.status, exc.code, exc.message, exc.headers)
+        await response(scope, outcome.receive, outcome.send)
+
+
+class _Outcome:
+    """One request's receive/send wrappers and what they saw."""
+
+    def __init__(self, receive: Receive, send: Send, rid: str, drain: Drain, body_timeout_s: float):
+        self._receive = receive
+        self._send = send
+        self._rid = rid.encode()
+        self._drain = drain
+        self._body_timeout_s = body_timeout_s
+        self._body_deadline = asyncio.get_running_loop().time() + body_timeout_s
+        self._body_done = False
+        self.status = 500  # what the client gets if the app raises before responding
+        self.started = False
+        self.client_left = False
+
+    async def receive(self) -> Message:
+        if self._body_done:  # the app waits for a disconnect (streaming): no deadline
+            message = await self._receive()
+        else:
+            try:
+                async with asyncio.timeout_at(self._body_deadline):
+                    message = await self._receive()
+            except TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {self._body_timeout_s:g} s") from None
+            self._body_done = message["type"] != "http.request" or not message.get("more_body", False)
+        if message["type"] == "http.disconnect" and not self.started:
+            self.client_left = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            headers = [*message.get("headers", []), (b"x-request-id", self._rid)]
+            if self._drain.draining:
+                headers.append((b"connection", b"close"))
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    async def failed(self, scope: Scope, exc: Exception) -> None:
+        if self.client_left:
+            return  # whatever broke after the client left (a cut-off upload, say) is not a server error
+        if self.started:
+            raise exc
+        log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+        response = error_response(Request(scope), 500, "server_error", f"internal error ({type(exc).__name__})")
+        await response(scope, self.receive, self.send)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode() if _VALID_REQUEST_ID.fullmatch(value) else uuid.uuid4().hex
+    return uuid.uuid4().hex

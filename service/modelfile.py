@@ -13,6 +13,7 @@ arrow never points the other way.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -82,23 +83,39 @@ class Calibration(_Strict):
             raise ValueError("must be sorted ascending")
         return v
 
+    @functools.cached_property
+    def score_array(self) -> np.ndarray:
+        """``scores`` as an array, built once: p-values are computed for every served batch."""
+        return np.asarray(self.scores, dtype=np.float64)
+
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-value (1 + #{cal >= s}) / (n + 1), the count read off the stored quantiles."""
-        q = np.asarray(self.scores, dtype=np.float64)
+        q = self.score_array
         share_at_or_above = 1.0 - np.searchsorted(q, np.asarray(scores, dtype=np.float64), side="left") / len(q)
         return (1.0 + self.n * share_at_or_above) / (self.n + 1.0)
 
 
 class OODResult(_Strict):
     auroc: Unit
-    fpr_at_95_tpr: Unit
+    fpr_at_95_tpr: Unit = Field(description="share accepted at the test split's own 95 % TPR score (not the served "
+                                            "threshold: see accepted)")
     mmc: Unit | None = None
+    accepted: Unit | None = Field(default=None, description="share of the set accepted (ood_score <= the stored "
+                                                            "threshold): what the served model lets through")
 
 
 class Evaluation(_Strict):
+    """The metadata's ``evaluation``: what the exporter measured on the test split and quick OOD sets."""
+
     test_accuracy: Unit | None = None
     test_split: str | None = Field(default=None, description="which images the accuracy was measured on")
     ood: dict[str, OODResult] = Field(default_factory=dict, description="OOD set name -> result (ID positive)")
+    id_reject_rate: Unit | None = Field(default=None, description="share of the test split rejected at the stored "
+                                                                  "threshold (the promise: about 1 - calibration.tpr)")
+    score_choice: dict[str, Unit] = Field(
+        default_factory=dict,
+        description="score name -> AUROC, validation split vs training noise, of each score the method offers "
+                    "(what `training.export --score auto` chose by); empty when the method has one score")
 
 
 class ModelMetadata(_Strict):
@@ -146,17 +163,35 @@ def metadata_from_props(props: dict[str, str]) -> ModelMetadata:
     return ModelMetadata.from_json(raw)
 
 
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """Read and validate the metadata of an ONNX file without building an inference session."""
-    import onnxruntime as ort  # the service's runtime reads metadata_props without the `onnx` package
+def open_session(path: str | Path, *, threads: int | None = None, providers: list[str] | None = None):
+    """The one way an onnxruntime session is opened for a model file (the service's runtime, metadata
+    reads, the exporter's calibration, evaluation). ``threads``: intra-op threads, sequential execution,
+    no spinning (the service's settings); None leaves onnxruntime's defaults. Providers that this
+    onnxruntime lacks are dropped (CPU if none is left). A file that does not load raises
+    ``InvalidModelFile`` naming it."""
+    import onnxruntime as ort  # here, not at the top: the exporter imports this module too
 
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # onnxruntime's own warnings; callers say what matters
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle intra-op threads otherwise spin for a while after each batch; on a machine that also
+        # decodes images (or trains models) that burns CPU for a few microseconds of latency.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = ort.get_available_providers()
+    usable = [p for p in providers or [] if p in available] or ["CPUExecutionProvider"]
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
-        raise InvalidModelFile(f"{path}: not a loadable ONNX model ({e})") from None
-    return metadata_from_props(sess.get_modelmeta().custom_metadata_map)
+        return ort.InferenceSession(str(path), opts, providers=usable)
+    except Exception as e:  # onnxruntime raises Fail/InvalidGraph/InvalidProtobuf/NoSuchFile
+        raise InvalidModelFile(f"{Path(path).name}: not a loadable ONNX model ({e})") from None
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read and validate the metadata of an ONNX file (the service's runtime reads ``metadata_props``
+    without the ``onnx`` package)."""
+    return metadata_from_props(open_session(path).get_modelmeta().custom_metadata_map)
 
 
 def check_graph_signature(input_names: list[str], output_names: list[str]) -> None:

@@ -1,25 +1,33 @@
 """``POST /predict``: uploaded images -> labels, OOD scores and the reject flag.
 
 One image's path is a straight line: read the upload -> decode and resize on the decode pool ->
-the model's batcher -> response model.
+the model's batcher -> response. A request the model's queue has no room for is refused (503 +
+Retry-After) before its body is read. The response is built as plain data and serialised once
+(orjson); ``PredictResponse`` documents it in the OpenAPI schema and tests check it against that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
+from service.batcher import QueueFull
+from service.decodepool import DecodePool
 from service.errors import ServiceError
-from service.imaging import FORMATS, ImageError, load_image
+from service.imaging import FORMATS, ImageError, Limits
 from service.registry import ModelRegistry, ServedModel, Verdicts
-from service.schemas import Prediction, PredictResponse, error_responses
+from service.schemas import PredictResponse, error_responses
 from service.settings import Settings
 
 router = APIRouter()
@@ -37,6 +45,9 @@ _BODY_DOC = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
+                    # At least one of the two fields, and no other (both refused with 400).
+                    "minProperties": 1,
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "one image"},
                         "files": {
@@ -51,6 +62,28 @@ _BODY_DOC = {
         },
     }
 }
+
+
+def shed_when_full(registry: ModelRegistry):
+    """For ``RequestMetrics(shed=...)``: refuse ``POST /predict`` from its request line alone when the
+    model's queue is full, before routing, parsing or reading the body (under overload refusing must
+    cost little, or refusing is all the server does). The route checks again for what this misses."""
+
+    def shed(scope: Scope) -> tuple[str, QueueFull] | None:
+        if scope["path"] != "/predict" or scope["method"] != "POST":
+            return None
+        query = urllib.parse.parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
+        try:
+            served = registry.get(query.get("model", [None])[0], query.get("version", [None])[0])
+        except ServiceError:
+            return None  # the route answers 404 (or 503 while loading)
+        try:
+            served.batcher.check_room()
+        except QueueFull as e:
+            return "/predict", e
+        return None
+
+    return shed
 
 
 @dataclass(frozen=True)
@@ -72,14 +105,14 @@ class Upload:
 async def predict(
     request: Request,
     model: Annotated[str | None, Query(description="model name; default: the configured default model")] = None,
+    version: Annotated[str | None, Query(description="model version; default: the newest served")] = None,
     top_k: Annotated[
         int | None, Query(ge=1, description="return only the top_k most probable classes per image")
     ] = None,
-) -> PredictResponse:
-    started = time.monotonic()
+) -> Response:
     settings: Settings = request.app.state.settings
     registry: ModelRegistry = request.app.state.registry
-    served = registry.get(model)
+    served = registry.get(model, version)
     request.state.model = served.name
     classes = served.metadata.classes
     if top_k is not None and top_k > len(classes):
@@ -88,18 +121,19 @@ async def predict(
             code="invalid_parameter",
             status=422,
         )
+    served.batcher.check_room()  # shed before reading the body: a full queue would refuse it after
     uploads = await _read_uploads(request, settings.max_files)
-    images = await _decode(uploads, served, request)
-    remaining = settings.deadline_ms / 1000 - (time.monotonic() - started)
-    verdicts = await served.classify(images, max(remaining, 0.001))
-    return PredictResponse(
-        model=served.name,
-        model_version=served.metadata.version,
-        predictions=[
-            _prediction(verdicts, i, classes, served.metadata.calibration.threshold, top_k, u.filename)
-            for i, u in enumerate(uploads)
-        ],
-    )
+    # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
+    deadline = time.monotonic() + settings.deadline_ms / 1000
+    with served.batcher.announce(len(uploads)) as announced:  # a batch forming now waits for these
+        images = await _decode(uploads, served, request, deadline)
+        verdicts = await served.classify(images, max(deadline - time.monotonic(), 0.001), announced)
+    body = {
+        "model": served.name,
+        "model_version": served.version,
+        "predictions": _predictions(verdicts, classes, served.metadata.calibration.threshold, top_k, uploads),
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def _read_uploads(request: Request, max_files: int) -> list[Upload]:
@@ -128,9 +162,16 @@ async def _read_uploads(request: Request, max_files: int) -> list[Upload]:
 
 async def _uploads_in(form: FormData, max_files: int) -> list[Upload]:
     parts = [*form.getlist("file"), *form.getlist("files")]
+    fields = ", ".join(f"'{k}'" for k in dict.fromkeys(form)) or "none"
     if not parts:
-        fields = ", ".join(f"'{k}'" for k in form) or "none"
         raise ServiceError(f"no image in the form (fields: {fields}); {_HOW_TO_SEND}", code="no_image")
+    unknown = [k for k in dict.fromkeys(form) if k not in ("file", "files")]
+    if unknown:
+        raise ServiceError(
+            f"unknown form field(s) {', '.join(repr(k) for k in unknown)}; {_HOW_TO_SEND} (other options are "
+            "query parameters)",
+            code="unknown_field",
+        )
     if len(parts) > max_files:
         raise ServiceError(
             f"{len(parts)} files in one request; the limit is {max_files}", code="too_many_files", status=413
@@ -143,41 +184,54 @@ async def _uploads_in(form: FormData, max_files: int) -> list[Upload]:
     return uploads
 
 
-async def _decode(uploads: list[Upload], served: ServedModel, request: Request) -> np.ndarray:
+async def _decode(uploads: list[Upload], served: ServedModel, request: Request, deadline: float) -> np.ndarray:
     settings: Settings = request.app.state.settings
-    pool = request.app.state.decode_pool
-    loop = asyncio.get_running_loop()
+    pool: DecodePool = request.app.state.decode_pool
+    limits = Limits(settings.max_pixels, settings.max_image_side, settings.max_aspect_ratio)
     spec = served.metadata.input
 
     async def one(i: int, upload: Upload) -> np.ndarray:
         try:
-            return await loop.run_in_executor(pool, load_image, upload.data, spec, settings.max_pixels)
+            return await pool.load(upload.data, spec, limits, deadline)
         except ImageError as e:
             if len(uploads) == 1 and upload.filename is None:
                 raise
             raise ImageError(f"{upload.describe(i)}: {e.message}", code=e.code, status=e.status) from None
 
-    return np.stack(await asyncio.gather(*(one(i, u) for i, u in enumerate(uploads))))
+    tasks = [asyncio.ensure_future(one(i, u)) for i, u in enumerate(uploads)]
+    try:
+        return np.stack(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:  # one image failed: the others need not wait for memory or decode
+            task.cancel()
 
 
-def _prediction(
-    v: Verdicts, i: int, classes: list[str], threshold: float, top_k: int | None, filename: str | None
-) -> Prediction:
-    probs = v.probabilities[i]
-    best = int(np.argmax(probs))
-    if top_k is None:
-        shown = {c: float(p) for c, p in zip(classes, probs.tolist(), strict=True)}
-    else:
-        order = np.argsort(-probs, kind="stable")[:top_k]
-        shown = {classes[j]: float(probs[j]) for j in order}
-    return Prediction(
-        filename=filename,
-        label=classes[best],
-        class_index=best,
-        confidence=float(probs[best]),
-        probabilities=shown,
-        ood_score=float(v.ood_score[i]),
-        threshold=threshold,
-        p_value=float(v.p_value[i]),
-        is_ood=bool(v.is_ood[i]),
-    )
+def _predictions(
+    v: Verdicts, classes: list[str], threshold: float, top_k: int | None, uploads: list[Upload]
+) -> list[dict]:
+    """``PredictResponse.predictions`` as plain data, every image's numbers converted in one go."""
+    probabilities = v.probabilities.tolist()
+    best = np.argmax(v.probabilities, axis=1).tolist()
+    scores, p_values, is_ood = v.ood_score.tolist(), v.p_value.tolist(), v.is_ood.tolist()
+    out = []
+    for i, upload in enumerate(uploads):
+        probs = probabilities[i]
+        if top_k is None:
+            shown = dict(zip(classes, probs, strict=True))
+        else:
+            order = np.argsort(-v.probabilities[i], kind="stable")[:top_k].tolist()
+            shown = {classes[j]: probs[j] for j in order}
+        out.append(
+            {
+                "filename": upload.filename,
+                "label": classes[best[i]],
+                "class_index": best[i],
+                "confidence": probs[best[i]],
+                "probabilities": shown,
+                "ood_score": scores[i],
+                "threshold": threshold,
+                "p_value": p_values[i],
+                "is_ood": is_ood[i],
+            }
+        )
+    return out

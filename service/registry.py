@@ -1,23 +1,25 @@
-"""The served models: every ``*.onnx`` in the model directory, each with its runtime and batcher.
+"""The served models: for each model name, its loaded versions, each with its runtime and batcher.
 
-Models load during startup, before the worker takes connections. A file that fails to load keeps
-the service not ready (a half-deployed model set must not take traffic) and is logged with its
-name and the reason; the models that did load still answer requests that name them.
+Lookups (``get``) and the verdicts live here; reading the model directory, loading, checking and
+swapping versions in and out live in ``service/repository.py``. Replacing or removing a version
+takes it out of the lookup at once; the retired version keeps its batcher until the last request
+that looked it up has let go of it (it may still be decoding its images), so requests already on
+their way to the old version finish on it. Then its batcher drains and its session is released.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from service.batcher import Batcher
+from service.batcher import Announcement, Batcher
 from service.errors import ServiceError
-from service.metrics import Metrics, ModelMetrics
-from service.modelfile import InvalidModelFile, ModelMetadata
+from service.metrics import ModelMetrics
+from service.modelfile import ModelMetadata
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -44,115 +46,156 @@ class Verdicts:
     p_value: np.ndarray  # [n]
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a served version came from: the file (relative to the model directory) and its stamp."""
+
+    source: str
+    group: str  # the model name the layout gives: the directory of NAME/VERSION/, or a flat file's stem
+    stamp: tuple[int, int, int]  # size, mtime_ns, inode: changes when the file is replaced
+
+
 class ServedModel:
-    def __init__(self, runtime: ModelRuntime, batcher: Batcher, metrics: ModelMetrics):
+    def __init__(self, runtime: ModelRuntime, batcher: Batcher, metrics: ModelMetrics, version: str, origin: Origin):
         self.runtime = runtime
         self.metadata: ModelMetadata = runtime.metadata
         self.name = self.metadata.name
+        self.version = version  # the repository's version (a positive whole number), not the metadata's
+        self.origin = origin
         self.batcher = batcher
         self._metrics = metrics
 
-    async def classify(self, images: np.ndarray, timeout_s: float) -> Verdicts:
-        out = await self.batcher.submit(images, timeout_s)
+    async def classify(self, images: np.ndarray, timeout_s: float, announced: Announcement | None = None) -> Verdicts:
+        out = await self.batcher.submit(images, timeout_s, announced)
+        return self.verdicts(out["probabilities"], out["ood_score"])
+
+    def verdicts(self, probabilities: np.ndarray, scores: np.ndarray) -> Verdicts:
+        """The reject decision, failing closed: a score that is not a finite number is OOD."""
         calibration = self.metadata.calibration
-        scores = out["ood_score"]
-        is_ood = scores > calibration.threshold
-        p_values = calibration.p_values(scores)
-        self._metrics.observe_verdicts(scores, p_values, is_ood)
-        return Verdicts(out["probabilities"], scores, is_ood, p_values)
+        finite = np.isfinite(scores)
+        # `NaN > threshold` is False: written as "not at or below", NaN and +-inf are rejected.
+        is_ood = ~(scores <= calibration.threshold) | ~finite
+        p_values = np.where(finite, calibration.p_values(np.where(finite, scores, 0.0)), 0.0)
+        if not finite.all():
+            log.warning("model '%s' returned %d non-finite ood_score(s); flagged as OOD", self.name, (~finite).sum())
+        # Histogram sums stay numbers: a NaN observed once would make them NaN for the process's life.
+        self._metrics.observe_verdicts(scores[finite], p_values[finite], is_ood)
+        return Verdicts(probabilities, scores, is_ood, p_values)
+
+
+def newest_first(versions: dict[str, ServedModel]) -> list[ServedModel]:
+    return [versions[v] for v in sorted(versions, key=int, reverse=True)]
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, metrics: Metrics):
+    """Name -> version -> served model, and why files that should be served are not."""
+
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self._metrics = metrics
-        self.models: dict[str, ServedModel] = {}
-        self.failures: dict[str, str] = {}  # file name -> why it is not served (naming the file)
+        self.versions: dict[str, dict[str, ServedModel]] = {}
+        self.refused: dict[str, tuple[str, str]] = {}  # file -> (its group, why it is not served)
+        self.files_found = 0
         self.loaded = False
+        self._retiring: dict[int, Batcher] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        """Each model's default version: the newest one served."""
+        return {name: newest_first(vs)[0] for name, vs in self.versions.items() if vs}
+
+    def served(self) -> list[ServedModel]:
+        return [m for _, vs in sorted(self.versions.items()) for m in newest_first(vs)]
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Files not served and why (naming no filesystem path), plus what keeps the service not ready."""
+        found = {source: why for source, (_, why) in self.refused.items()}
+        if self.loaded and not self.files_found:
+            found["model_dir"] = "the model directory holds no *.onnx model files"
+        elif self.loaded and self.settings.default_model not in self.versions:
+            found["default_model"] = (
+                f"default model '{self.settings.default_model}' is not among the loaded models "
+                f"({', '.join(sorted(self.versions)) or 'none'})"
+            )
+        return found
 
     @property
     def ready(self) -> bool:
-        return self.loaded and not self.failures
+        return self.not_ready_reason() is None
 
     def not_ready_reason(self) -> str | None:
+        """A refused file whose model has no version served keeps the service not ready (a
+        half-deployed model set must not take traffic); a refused update of a served model does not."""
         if not self.loaded:
             return "models are still loading"
-        if self.failures:
-            return "; ".join(self.failures.values())
-        return None
+        groups = {m.origin.group for m in self.served()} | set(self.versions)
+        blocking = [why for source, (group, why) in self.refused.items() if group not in groups]
+        failures = self.failures
+        blocking += [failures[k] for k in ("model_dir", "default_model") if k in failures]
+        return "; ".join(blocking) or None
 
-    def get(self, name: str | None) -> ServedModel:
+    def get(self, name: str | None, version: str | None = None) -> ServedModel:
         name = name or self.settings.default_model
-        if name in self.models:
-            return self.models[name]
+        if versions := self.versions.get(name):
+            if version is None:
+                return newest_first(versions)[0]
+            if version in versions:
+                return versions[version]
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}' (serving {', '.join(sorted(versions, key=int))})"
+            )
         if not self.loaded:
             raise ModelUnavailable(f"model '{name}' is not loaded yet; the service is starting")
-        if f"{name}.onnx" in self.failures:
-            raise ModelUnavailable(f"model '{name}' failed to load: {self.failures[f'{name}.onnx']}")
-        known = ", ".join(sorted(self.models)) or "none"
-        raise ModelNotFound(f"unknown model '{name}'; served models: {known}")
+        if why := [why for group, why in self.refused.values() if group == name]:
+            raise ModelUnavailable(f"model '{name}' failed to load: {'; '.join(why)}")
+        if not self.versions:  # nothing is served at all: the deployment's fault, not the request's
+            raise ModelUnavailable(f"model '{name}' is not served: {self.not_ready_reason() or 'no models loaded'}")
+        raise ModelNotFound(f"unknown model '{name}'; served models: {', '.join(sorted(self.versions))}")
 
-    async def load(self) -> None:
-        model_dir = self.settings.model_dir
-        files = sorted(model_dir.glob("*.onnx")) if model_dir.is_dir() else []
-        if not files:
-            self.failures[str(model_dir)] = f"{model_dir}: no *.onnx model files in this directory"
-        for path in files:
-            try:
-                await self._load_one(path)
-            except InvalidModelFile as e:
-                self.failures[path.name] = str(e)
-                log.error("model file %s could not be loaded; the service stays NOT ready: %s", path, e)
-            except Exception as e:  # a failure nobody foresaw: still this file's, and still logged
-                self.failures[path.name] = f"{path.name}: {type(e).__name__}: {e}"
-                log.exception("model file %s could not be loaded; the service stays NOT ready", path)
-        if files and self.settings.default_model not in self.models:
-            self.failures["default_model"] = (
-                f"default model '{self.settings.default_model}' is not among the loaded models "
-                f"({', '.join(sorted(self.models)) or 'none'})"
-            )
-        self.loaded = True
-        if self.ready:
-            log.info("ready: serving %s", ", ".join(sorted(self.models)))
-        else:
-            log.error("NOT ready: %s", self.not_ready_reason())
+    def install(self, served: ServedModel) -> None:
+        """Serve ``served`` from now on; a version it replaces is retired."""
+        old = self.versions.setdefault(served.name, {}).get(served.version)
+        self.versions[served.name][served.version] = served
+        if old is not None:
+            self.retire(old)
 
-    async def _load_one(self, path: Path) -> None:
-        s = self.settings
+    def remove(self, served: ServedModel) -> None:
+        versions = self.versions.get(served.name, {})
+        if versions.get(served.version) is served:
+            del versions[served.version]
+            if not versions:
+                del self.versions[served.name]
+            self.retire(served)
 
-        def load() -> ModelRuntime:
-            runtime = ModelRuntime(path, threads=s.intra_op_threads, providers=s.providers)
-            runtime.warm_up(s.max_batch_size)
-            return runtime
+    def retire(self, served: ServedModel) -> None:
+        """Close ``served``'s batcher once nothing refers to ``served`` any more: a request that
+        looked it up before the swap still submits to it, and is answered by it."""
+        batcher, name, version = served.batcher, served.name, served.version
+        key = id(batcher)
+        self._retiring[key] = batcher
+        loop = asyncio.get_running_loop()
 
-        runtime = await asyncio.to_thread(load)  # blocking onnxruntime work stays off the event loop
-        name = runtime.metadata.name
-        if name in self.models:
-            raise InvalidModelFile(
-                f"{path.name}: model name '{name}' is already served from {self.models[name].runtime.path.name}"
-            )
-        metrics = self._metrics.for_model(runtime.metadata)
-        batcher = Batcher(
-            name,
-            runtime.run,
-            metrics,
-            max_batch_size=s.max_batch_size,
-            max_delay_s=s.max_delay_ms / 1000,
-            max_queue=s.max_queue,
-        )
-        batcher.start()
-        self.models[name] = ServedModel(runtime, batcher, metrics)
-        log.info(
-            "loaded model '%s' version %s from %s: %s, %d classes, input %s, providers %s, %d threads",
-            name,
-            runtime.metadata.version,
-            path.name,
-            runtime.metadata.method,
-            len(runtime.metadata.classes),
-            runtime.input_shape,
-            runtime.providers,
-            s.intra_op_threads,
-        )
+        def release() -> None:  # may run on any thread: where the last reference was dropped
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._close_retired, key, name, version)
+
+        weakref.finalize(served, release)
+
+    def _close_retired(self, key: int, name: str, version: str) -> None:
+        batcher = self._retiring.pop(key, None)
+        if batcher is None:
+            return
+
+        async def close() -> None:
+            await batcher.close()  # answers what is still queued, then stops
+            log.info("released model '%s' version %s: its last request is answered", name, version)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        await asyncio.gather(*(m.batcher.close() for m in self.models.values()))
+        batchers = [m.batcher for m in self.served()] + list(self._retiring.values())
+        self._retiring.clear()
+        await asyncio.gather(*(b.close() for b in batchers), *self._closing)

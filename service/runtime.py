@@ -14,6 +14,7 @@ from service.modelfile import (
     ModelMetadata,
     check_graph_signature,
     metadata_from_props,
+    open_session,
 )
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class ModelRuntime:
 
     def __init__(self, path: Path, *, threads: int, providers: list[str]):
         self.path = path
-        self.session = _session(path, threads, providers)
+        self.session = open_session(path, threads=threads, providers=providers)
         try:
             self.metadata: ModelMetadata = metadata_from_props(self.session.get_modelmeta().custom_metadata_map)
         except InvalidModelFile as e:
@@ -64,23 +65,6 @@ class ModelRuntime:
                     f"{self.path.name}: 'ood_score' has shape {out['ood_score'].shape} for a batch of {n}; "
                     f"expected ({n},)"
                 )
-
-
-def _session(path: Path, threads: int, providers: list[str]) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle intra-op threads otherwise spin for a while after each batch; on a machine that also
-    # decodes images (or trains models) that burns CPU for a few microseconds of latency.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3  # onnxruntime's own warnings; ours below say what matters
-    available = ort.get_available_providers()
-    usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    try:
-        return ort.InferenceSession(str(path), opts, providers=usable)
-    except Exception as e:  # onnxruntime raises Fail/InvalidGraph/InvalidProtobuf/NoSuchFile
-        raise InvalidModelFile(f"{path.name}: not a loadable ONNX model ({e})") from None
 
 
 def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:

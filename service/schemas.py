@@ -36,8 +36,10 @@ class PredictResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    version: str
-    default: bool = Field(description="whether requests that name no model get this one")
+    version: str = Field(description="the repository's version: `NAME/VERSION/model.onnx`, 1 for a flat `NAME.onnx`")
+    default: bool = Field(description="whether requests that name no model (and no version) get this one")
+    model_version: str = Field(description="the version the model file's metadata gives (informational)")
+    source: str = Field(description="the file it was loaded from, relative to the model directory")
     method: str = Field(description="training method (informational)")
     score: str = Field(description="what `ood_score` measures")
     dataset: str = Field(description="the in-distribution training data")
@@ -48,14 +50,18 @@ class ModelInfo(BaseModel):
     threshold: float = Field(description="`is_ood = ood_score > threshold`")
     tpr: float = Field(description="share of in-distribution validation images accepted at the threshold")
     calibration_split: str = Field(description="data the threshold was calibrated on")
-    evaluation: Evaluation = Field(description="test accuracy and OOD detection results")
+    evaluation: Evaluation = Field(description="test accuracy and OOD detection results; measured at the stored "
+                                               "threshold: `id_reject_rate` (share of the test split rejected) "
+                                               "and each OOD set's `accepted` share")
     providers: list[str] = Field(description="onnxruntime execution providers in use, in order")
 
 
 class ModelList(BaseModel):
     default_model: str
     models: list[ModelInfo]
-    failures: dict[str, str] = Field(description="model files that could not be loaded -> why")
+    failures: dict[str, str] = Field(
+        description="model files that are not served -> why; a refused new version leaves the one before serving"
+    )
 
 
 class Liveness(BaseModel):
@@ -79,3 +85,21 @@ class ErrorResponse(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def inline_defs(schema: dict) -> dict:
+    """A pydantic JSON schema with its ``$defs`` written in place, for an OpenAPI document: OpenAPI
+    resolves ``#/$defs/...`` against the whole document, where pydantic's definitions are not."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: object) -> object:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)

@@ -10,7 +10,6 @@ JSON ends, ``parameters.binary_data_size`` how many bytes each tensor takes). Er
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -22,9 +21,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import ServiceError
+from service.decodepool import DecodePool
+from service.errors import DeadlineExceeded, ServiceError
 from service.modelfile import INPUT_NAME
 from service.registry import ModelRegistry, ServedModel
+from service.schemas import inline_defs
 from service.settings import Settings
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
@@ -133,18 +134,16 @@ def _registry(request: Request) -> ModelRegistry:
 
 
 def _model(request: Request, name: str, model_version: str | None = None) -> ServedModel:
-    served = _registry(request).get(name)
+    served = _registry(request).get(name, model_version)
     request.state.model = served.name
-    if model_version is not None and model_version != served.metadata.version:
-        raise V2Error(
-            f"model '{name}' has no version '{model_version}' (serving '{served.metadata.version}')", status=404
-        )
     return served
 
 
 @router.get("", response_model=ServerMetadataResponse)
-async def server_metadata() -> ServerMetadataResponse:
-    return ServerMetadataResponse(name="oodserve", version=server_version(), extensions=["binary_tensor_data"])
+async def server_metadata(request: Request) -> ServerMetadataResponse:
+    settings: Settings = request.app.state.settings
+    extensions = ["binary_tensor_data"] + (["model_repository"] if settings.model_repository_api else [])
+    return ServerMetadataResponse(name="oodserve", version=server_version(), extensions=extensions)
 
 
 @router.get("/health/live", response_model=Live)
@@ -170,7 +169,7 @@ async def model_metadata(request: Request, name: str, model_version: str | None 
     k = len(served.metadata.classes)
     return ModelMetadataResponse(
         name=served.name,
-        versions=[served.metadata.version],
+        versions=[m.version for m in _registry(request).served() if m.name == served.name],
         platform="onnxruntime_onnx",
         inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
         outputs=[
@@ -194,7 +193,7 @@ _INFER_DOC = {
         "description": "JSON, or JSON followed by raw tensor bytes (binary tensor extension; set the "
         f"`{HEADER_LENGTH}` header to the JSON's length)",
         "content": {
-            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/json": {"schema": inline_defs(InferenceRequest.model_json_schema())},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -214,30 +213,44 @@ _INFER_DOC = {
     responses=_ERRORS,
 )
 async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
-    started = time.monotonic()
     settings: Settings = request.app.state.settings
     served = _model(request, name, model_version)
     body = await request.body()
+    # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
+    started = time.monotonic()
+    deadline = started + settings.deadline_ms / 1000
     # Parsing megabytes of JSON numbers is CPU work: keep it off the event loop, like image decoding.
-    infer_request, images = await asyncio.get_running_loop().run_in_executor(
-        request.app.state.decode_pool,
-        _decode_request,
-        body,
-        request.headers.get(HEADER_LENGTH),
-        served,
-        settings.max_batch_size,
+    pool: DecodePool = request.app.state.decode_pool
+    infer_request, images = await pool.run(
+        _decode_request, deadline, body, request.headers.get(HEADER_LENGTH), served, settings.max_batch_size
     )
     wanted = _requested_outputs(infer_request)
-
-    deadline_s = settings.deadline_ms / 1000
-    timeout_us = infer_request.parameters.get("timeout")  # Triton's per-request timeout, microseconds
-    if isinstance(timeout_us, int) and timeout_us > 0:
-        deadline_s = min(deadline_s, timeout_us / 1e6)
-    remaining = deadline_s - (time.monotonic() - started)
-    verdicts = await served.classify(images, max(remaining, 0.001))
+    client_timeout_s = _client_timeout_s(infer_request)
+    client_deadline = started + client_timeout_s if client_timeout_s is not None else None
+    try:
+        verdicts = await served.classify(images, max(min(deadline, client_deadline or deadline) - time.monotonic(), 0))
+    except DeadlineExceeded as e:
+        if client_deadline is not None and client_deadline < deadline:
+            raise V2Error(
+                f"the request's own timeout expired (parameters.timeout = {client_timeout_s * 1e6:,.0f} µs) "
+                f"before model '{served.name}' answered",
+                code="client_timeout",
+                status=504,
+            ) from None
+        raise V2Error(e.message, code=e.code, status=e.status) from None
 
     values = {"probabilities": verdicts.probabilities, "ood_score": verdicts.ood_score, "is_ood": verdicts.is_ood}
     return _encode_response(served, infer_request.id, [(n, values[n], as_binary) for n, as_binary in wanted])
+
+
+def _client_timeout_s(req: InferenceRequest) -> float | None:
+    """Triton's per-request ``parameters.timeout`` (microseconds), in seconds; None when absent."""
+    timeout_us = req.parameters.get("timeout")
+    if timeout_us is None:
+        return None
+    if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us <= 0:
+        raise V2Error(f"parameters.timeout must be a positive whole number of microseconds, got {timeout_us!r}")
+    return timeout_us / 1e6
 
 
 # --- decoding and encoding ---------------------------------------------------------------------
@@ -254,9 +267,7 @@ def _parse_body(body: bytes, header_length: str | None) -> tuple[InferenceReques
     if header_length is None:
         json_part, binary = body, b""
     else:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
-            raise V2Error(f"{HEADER_LENGTH} is {header_length!r}; the body has {len(body)} bytes")
-        n = int(header_length)
+        n = _header_length(header_length, len(body))
         json_part, binary = body[:n], body[n:]
     if not json_part:
         raise V2Error("the request body is empty; expected an inference request JSON object")
@@ -269,6 +280,19 @@ def _parse_body(body: bytes, header_length: str | None) -> tuple[InferenceReques
     except ValidationError as e:
         problems = "; ".join(f"'{'.'.join(str(p) for p in err['loc']) or 'body'}': {err['msg']}" for err in e.errors())
         raise V2Error(f"not an inference request: {problems}") from None
+
+
+def _header_length(value: str, body_length: int) -> int:
+    """The JSON part's length from its header: ASCII digits only, at most the body's length."""
+    shown = value if len(value) <= 40 else f"{value[:20]}... ({len(value):,} characters)"
+    # str.isdigit() accepts '²' and other non-ASCII digits, which int() then refuses; and int()
+    # refuses more than 4,300 digits. Any length longer than the body is wrong anyway.
+    digits = value.strip().lstrip("0")
+    if not (value.strip().isascii() and value.strip().isdigit()):
+        raise V2Error(f"{HEADER_LENGTH} must be a number of bytes (ASCII digits), got {shown!r}")
+    if len(digits) > len(str(body_length)) or not 0 < int(digits or "0") <= body_length:
+        raise V2Error(f"{HEADER_LENGTH} is {shown!r}; it must be between 1 and the body's {body_length} bytes")
+    return int(digits)
 
 
 def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch_size: int) -> np.ndarray:
@@ -304,8 +328,17 @@ def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch
     else:
         raise V2Error(f"input '{INPUT_NAME}' has neither 'data' nor parameters.binary_data_size")
     array = array.reshape(shape)
-    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
-        raise V2Error(f"input '{INPUT_NAME}' must hold preprocessed images: finite values in [0, 1]")
+    non_finite = int(np.count_nonzero(~np.isfinite(array)))
+    if non_finite:
+        raise V2Error(
+            f"input '{INPUT_NAME}' holds {non_finite:,} value(s) that are NaN or infinite; "
+            "it must hold preprocessed images: finite values in [0, 1]"
+        )
+    if array.min() < 0.0 or array.max() > 1.0:
+        raise V2Error(
+            f"input '{INPUT_NAME}' holds values in [{array.min():g}, {array.max():g}]; "
+            "it must hold preprocessed images: finite values in [0, 1]"
+        )
     return array
 
 
@@ -342,7 +375,7 @@ def _encode_response(
         else:
             entry["data"] = array.ravel().tolist()
         described.append(entry)
-    header: dict[str, Any] = {"model_name": served.name, "model_version": served.metadata.version}
+    header: dict[str, Any] = {"model_name": served.name, "model_version": served.version}
     if request_id is not None:
         header["id"] = request_id
     header["outputs"] = described

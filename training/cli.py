@@ -1,12 +1,22 @@
-"""Flags shared by every training entry point (``training.acet``, ``training.isomax``, ...)."""
+"""The training command every entry point is: ``python -m training.acet|isomax|mcd`` call ``main(NAME)``.
+
+Flags shared by every method, then the method's own (``Method.add_options``); the method turns them
+into its spec and into the runs of the shared loop it needs (MCD: two); then, with ``--export``, the
+final checkpoint is exported. Errors a user can fix (missing data, an unreadable checkpoint) end in
+one line and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from . import methods
+from .checkpoint import UnreadableCheckpoint
+from .config import TrainConfig
 from .data import DATASET_NAMES, DatasetUnavailable
-from .loop import TrainConfig, train
+from .loop import train
 from .models import ARCHITECTURES
 
 DEFAULT_LR = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1}
@@ -40,36 +50,47 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g.add_argument("--init-from", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (fine-tuning; same model and head)")
     g.add_argument("--export", default=None, metavar="PATH.onnx", help="export the final model to ONNX")
+    g.add_argument("--score", default=None, metavar="NAME",
+                   help="with --export, for a method with several OOD scores (IsoMax+: min-distance, entropy, "
+                        "projection): the one the file computes; 'auto': the best on validation data vs training "
+                        "noise (training.export --score)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
 
-def add_noise_flags(p: argparse.ArgumentParser, *, at_frac: float) -> None:
-    g = p.add_argument_group("CEDA / ACET noise training")
-    g.add_argument("--at-frac", type=float, default=at_frac,
-                   help="noise images per clean image in each batch (0 = no noise term)")
-    g.add_argument("--pgd-steps", type=int, default=40, help="PGD steps on the noise (0 = CEDA)")
-    g.add_argument("--eps", type=float, default=0.3, help="L-inf radius of the attack on the noise")
-    g.add_argument("--step-factor", type=float, default=2.5, help="PGD step = eps / steps x this")
-    g.add_argument("--noise-loss", default="max_conf", choices=("max_conf", "uniform"),
-                   help="loss on noise: log max-softmax, or cross-entropy to the uniform label")
-
-
-def noise_options(args: argparse.Namespace) -> dict:
-    return {"at_frac": args.at_frac, "pgd_steps": args.pgd_steps, "eps": args.eps,
-            "step_factor": args.step_factor, "noise_loss": args.noise_loss}
-
-
-def run(args: argparse.Namespace, method: dict, run_name: str) -> None:
-    cfg = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, model=args.model, method=method, epochs=args.epochs,
+def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
+    """The run the flags describe; its directory defaults to runs/LABEL-MODEL-DATASET."""
+    label = methods.build(method_spec).label.replace("+", "-").strip("-")
+    name = f"{label}-{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}"
+    return TrainConfig(
+        dataset=args.dataset, data_root=args.data_root, model=args.model, method=method_spec, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[args.model],
         momentum=args.momentum, weight_decay=args.weight_decay, val_fraction=args.val_fraction, seed=args.seed,
-        device=args.device, amp=args.amp, out=args.out or f"runs/{run_name}", resume=args.resume,
+        device=args.device, amp=args.amp, out=args.out or f"runs/{name}", resume=args.resume,
         download=args.download, export=args.export, init_from=args.init_from, progress=args.progress,
     )
+
+
+def main(method_name: str, argv: list[str] | None = None) -> None:
+    """Parse the flags of method ``method_name``, train, then export with ``--export``."""
+    cls = methods.method_class(method_name)
+    p = parser(cls.description or f"Train a classifier with the {method_name} method.")
+    cls.add_options(p)
+    args = p.parse_args(argv)
+    method_spec = cls.spec_from_args(args)
+    if args.score not in (None, "auto"):
+        try:
+            methods.build(method_spec).with_score(args.score)  # refuse a score the method lacks before training
+        except ValueError as e:
+            p.error(f"--score: {e}")
     try:
-        train(cfg)
-    except DatasetUnavailable as e:
+        runs = cls.runs(train_config(args, method_spec), args)
+        for cfg in runs:
+            ckpt = train(cfg)
+        if runs[-1].export and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone exports
+            from .export import export_checkpoint
+
+            export_checkpoint(ckpt, runs[-1].export, score=args.score)
+    except (DatasetUnavailable, UnreadableCheckpoint) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -40,12 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
+from . import checkpoint, ood_metrics, ood_sets
 from . import data as datasets
-from . import ood_metrics, ood_sets
 from .attacks import max_log_confidence, pgd
-from .ood_sets import InputShape
+from .scorers import Candidate, Outputs, TorchModel, batches, parse_models
 
 DEFAULT_SETS = ("uniform", "permuted", "adv-noise", "adv-samples", "scaled-noise")
 UNIFORM_TOL = 0.01
@@ -71,154 +70,6 @@ class EvalConfig:
     progress: bool = True
 
 
-# ----------------------------------------------------------------------------------------------- models
-
-
-@dataclass
-class Outputs:
-    """What the graph returns for a batch of images, as numpy arrays."""
-
-    probabilities: np.ndarray
-    ood_score: np.ndarray
-    logits: np.ndarray
-
-    @property
-    def confidence(self) -> np.ndarray:
-        return -self.ood_score.astype(np.float64)
-
-    @property
-    def tie_breaker(self) -> np.ndarray:
-        """float64 log max-softmax from the logits: resolves exact ties of a saturated float32 score."""
-        z = self.logits.astype(np.float64)
-        m = z.max(1, keepdims=True)
-        return (m - (m + np.log(np.exp(z - m).sum(1, keepdims=True))))[:, 0]
-
-    def select(self, mask: np.ndarray) -> Outputs:
-        return Outputs(self.probabilities[mask], self.ood_score[mask], self.logits[mask])
-
-    @staticmethod
-    def concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Outputs:
-        return Outputs(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
-
-
-def _batches(n: int, batch_size: int, desc: str, progress: bool):
-    bar = tqdm(total=n, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=not progress)
-    for i in range(0, n, batch_size):
-        yield slice(i, min(n, i + batch_size))
-        bar.update(min(n, i + batch_size) - i)
-    bar.close()
-
-
-class TorchModel:
-    """A training checkpoint: the model, its method, and where its data came from."""
-
-    def __init__(self, path: str | Path, device: str = "cpu"):
-        from .loop import build_model, load_checkpoint
-
-        self.path = Path(path)
-        ckpt = load_checkpoint(self.path)
-        self.model, self.method, self.info = build_model(ckpt)
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
-        self.config = ckpt["config"]
-
-    @property
-    def shape(self) -> InputShape:
-        return InputShape(self.info.channels, self.info.height, self.info.width)
-
-    @property
-    def method_name(self) -> str:
-        return self.method.name
-
-    @torch.no_grad()
-    def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
-        parts = []
-        for s in _batches(len(images), batch_size, desc, progress):
-            p, score, logits = self.method.outputs(self.model, datasets.as_float(images[s]).to(self.device))
-            parts.append((p.float().cpu().numpy(), score.float().cpu().numpy(), logits.float().cpu().numpy()))
-        return Outputs.concat(parts)
-
-
-class OnnxModel:
-    """An exported model file run through onnxruntime, described by its metadata."""
-
-    def __init__(self, path: str | Path):
-        from service.modelfile import read_metadata
-
-        from .export import session
-
-        self.path = Path(path)
-        self.meta = read_metadata(self.path)
-        self.session = session(self.path)
-
-    @property
-    def shape(self) -> InputShape:
-        return InputShape(self.meta.input.channels, self.meta.input.height, self.meta.input.width)
-
-    @property
-    def method_name(self) -> str:
-        return self.meta.method
-
-    def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
-        from service.modelfile import INPUT_NAME, OUTPUT_NAMES
-
-        parts = []
-        for s in _batches(len(images), batch_size, desc, progress):
-            x = datasets.as_float(images[s]).numpy()
-            p, score, logits = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-            parts.append((p, score, logits))
-        return Outputs.concat(parts)
-
-
-@dataclass
-class Candidate:
-    """One column of the table: a checkpoint, an ONNX file, or both (ONNX scores, checkpoint attacks)."""
-
-    label: str
-    checkpoint: TorchModel | None = None
-    onnx: OnnxModel | None = None
-
-    @property
-    def scorer(self) -> TorchModel | OnnxModel:
-        return self.onnx or self.checkpoint
-
-    @property
-    def source(self) -> str:
-        return "+".join(k for k, v in (("onnx", self.onnx), ("checkpoint", self.checkpoint)) if v is not None)
-
-    @property
-    def shape(self) -> InputShape:
-        return self.scorer.shape
-
-    @property
-    def dataset(self) -> str:
-        return self.checkpoint.info.name if self.checkpoint else self.onnx.meta.dataset
-
-
-def default_label(path: Path) -> str:
-    return path.parent.name if path.stem in ("last", "best") else path.stem
-
-
-def parse_models(checkpoints: list[str], onnx_files: list[str], device: str = "cpu") -> list[Candidate]:
-    """``[LABEL=]PATH`` arguments -> candidates, merged by label, in the order first named."""
-    found: dict[str, Candidate] = {}
-    for kind, args in (("checkpoint", checkpoints), ("onnx", onnx_files)):
-        for arg in args:
-            label, _, path = arg.rpartition("=") if "=" in arg else ("", "", arg)
-            path = Path(path)
-            if not path.is_file():
-                raise SystemExit(f"error: --{kind} {path}: no such file")
-            label = label or default_label(path)
-            cand = found.setdefault(label, Candidate(label))
-            if getattr(cand, kind) is not None:
-                raise SystemExit(f"error: two --{kind} files under the label {label!r}; name them LABEL=PATH")
-            setattr(cand, kind, TorchModel(path, device) if kind == "checkpoint" else OnnxModel(path))
-    for c in found.values():
-        if c.checkpoint and c.onnx and c.checkpoint.shape != c.onnx.shape:
-            raise SystemExit(f"error: {c.label}: checkpoint and ONNX file take different input shapes")
-    return list(found.values())
-
-
 def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data"
                   ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels, description) of the in-distribution test set of one candidate."""
@@ -227,9 +78,7 @@ def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data"
         x, what = ood_sets.to_input(x, cand.shape), f"{cfg.id_test} test split"
     else:
         if cand.checkpoint:
-            c = cand.checkpoint.config
-            splits = datasets.load(c["dataset"], cfg.data_root or c["data_root"], val_fraction=c["val_fraction"],
-                                   seed=c["seed"], download=False)
+            splits = checkpoint.data_splits(cand.checkpoint.ckpt, cfg.data_root)
         else:
             splits = datasets.load(cand.dataset, cfg.data_root or "data", seed=cfg.id_seed, download=False)
         x, y, what = splits.test.x, splits.test.y, f"{cand.dataset} test split"
@@ -274,7 +123,7 @@ def _pgd_batches(module: nn.Module, x0: torch.Tensor, labels: torch.Tensor | Non
     g = torch.Generator(device).manual_seed(ood_sets.set_seed(set_name, cfg.seed))
     out = []
     batch = max(1, min(cfg.batch_size, 256))
-    for s in _batches(len(x0), batch, f"{desc} ({cfg.adv_steps} PGD steps)", cfg.progress):
+    for s in batches(len(x0), batch, f"{desc} ({cfg.adv_steps} PGD steps)", cfg.progress):
         x = datasets.as_float(x0[s]).to(device)
         obj = objective
         if labels is not None:
@@ -305,10 +154,14 @@ class ModelResult:
     test_error: float
     id_mmc: float
     sets: dict[str, dict] = field(default_factory=dict)
+    threshold: float | None = None  # the model file's stored threshold, when there is one
+    id_reject_rate: float | None = None  # share of the ID test split it rejects
 
 
 @dataclass
-class Evaluation:
+class Comparison:
+    """The result of ``evaluate``: one row per set, one ``ModelResult`` per model side by side."""
+
     config: EvalConfig
     rows: list[str]
     models: list[ModelResult]
@@ -341,54 +194,68 @@ def expand_rows(sets: tuple[str, ...], alphas: tuple[float, ...]) -> list[str]:
     return rows
 
 
-def evaluate(candidates: list[Candidate], cfg: EvalConfig) -> Evaluation:
+def evaluate(candidates: list[Candidate], cfg: EvalConfig) -> Comparison:
     """Score every candidate on its ID test split and on every set; compute the metrics."""
     t0 = time.perf_counter()
+    _check(candidates, cfg)
+    data_root = cfg.data_root or next((c.checkpoint.config["data_root"] for c in candidates if c.checkpoint), "data")
+    # In-distribution: scored once per candidate.
+    id_data = {c.label: id_test_split(c, cfg, data_root) for c in candidates}
+    outputs: dict[str, dict[str, Outputs]] = {}
+    for c in candidates:
+        x, _, what = id_data[c.label]
+        outputs[c.label] = {"id": c.scorer.outputs(x, cfg.batch_size, f"{c.label}: {what}", cfg.progress)}
+    first_x = id_data[candidates[0].label][0]
+    _score_fixed_sets(candidates, cfg, first_x, data_root, outputs)
+    notes = _score_adversarial_sets(candidates, cfg, first_x, id_data, outputs)
+    rows = expand_rows(cfg.sets, cfg.alphas)
+    results, ranked = [], {}
+    for c in candidates:
+        result, ranked[c.label] = _metrics(c, rows, outputs[c.label], id_data[c.label], notes[c.label])
+        results.append(result)
+    return Comparison(cfg, rows, results, time.perf_counter() - t0, outputs, ranked)
+
+
+def _check(candidates: list[Candidate], cfg: EvalConfig) -> None:
     for name in cfg.sets:
         if not ood_sets.known(name):
             raise ValueError(f"unknown OOD set {name!r}")
     if not candidates:
         raise ValueError("no model to evaluate")
-    shape = candidates[0].shape
-    if any(c.shape != shape for c in candidates):
+    if any(c.shape != candidates[0].shape for c in candidates):
         raise ValueError("side-by-side models must take the same input shape: "
                          + ", ".join(f"{c.label} {c.shape}" for c in candidates))
-    data_root = cfg.data_root or next((c.checkpoint.config["data_root"] for c in candidates if c.checkpoint), "data")
-    rows = expand_rows(cfg.sets, cfg.alphas)
 
-    # In-distribution: scored once per candidate.
-    id_data, outputs = {}, {c.label: {} for c in candidates}
-    for c in candidates:
-        x, y, what = id_test_split(c, cfg, data_root)
-        id_data[c.label] = (x, y, what)
-        outputs[c.label]["id"] = c.scorer.outputs(x, cfg.batch_size, f"{c.label}: {what}", cfg.progress)
 
-    # Fixed sets: built once, the same images for every model.
-    first_x = id_data[candidates[0].label][0]
+def _score_fixed_sets(candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, data_root: str,
+                      outputs: dict) -> None:
+    """Fixed sets: built once, the same images for every model."""
     for name in cfg.sets:
         if name in ood_sets.ADVERSARIAL_SETS:
             continue
-        built = ood_sets.build(name, shape, id_images=first_x, data_root=data_root, n=cfg.n_ood, seed=cfg.seed,
-                               alphas=cfg.alphas)
+        built = ood_sets.build(name, candidates[0].shape, id_images=first_x, data_root=data_root, n=cfg.n_ood,
+                               seed=cfg.seed, alphas=cfg.alphas)
         for row, images in built.items():
             for c in candidates:
                 outputs[c.label][row] = c.scorer.outputs(images, cfg.batch_size, f"{c.label}: {row}", cfg.progress)
 
-    # Adversarial sets: per model, from the same starting points.
+
+def _score_adversarial_sets(candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, id_data: dict,
+                            outputs: dict) -> dict[str, dict[str, str]]:
+    """Adversarial sets: per model, from the same starting points. Returns notes per model and row."""
     notes: dict[str, dict[str, str]] = {c.label: {} for c in candidates}
-    if "adv-noise" in cfg.sets:
-        starts = ood_sets.noise_set("noise", shape, first_x, cfg.n_adv, cfg.seed + 1)
+    wanted = [s for s in ("adv-noise", "adv-samples") if s in cfg.sets]
+    if "adv-noise" in wanted:
+        starts = ood_sets.noise_set("noise", candidates[0].shape, first_x, cfg.n_adv, cfg.seed + 1)
+    for row in wanted:
         for c in candidates:
             if c.checkpoint is None:
-                notes[c.label]["adv-noise"] = "needs --checkpoint"
+                notes[c.label][row] = "needs --checkpoint"
                 continue
-            adv = adversarial_noise(c.checkpoint, starts, cfg, f"{c.label}: adv-noise")
-            outputs[c.label]["adv-noise"] = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-noise",
-                                                             cfg.progress)
-    if "adv-samples" in cfg.sets:
-        for c in candidates:
-            if c.checkpoint is None:
-                notes[c.label]["adv-samples"] = "needs --checkpoint"
+            if row == "adv-noise":
+                adv = adversarial_noise(c.checkpoint, starts, cfg, f"{c.label}: adv-noise")
+                outputs[c.label][row] = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-noise",
+                                                         cfg.progress)
                 continue
             x, y, _ = id_data[c.label]
             correct = np.flatnonzero(outputs[c.label]["id"].probabilities.argmax(1) == y.numpy())
@@ -397,39 +264,42 @@ def evaluate(candidates: list[Candidate], cfg: EvalConfig) -> Evaluation:
             adv = adversarial_samples(c.checkpoint, x[pick], y[pick], cfg, f"{c.label}: adv-samples")
             out = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-samples", cfg.progress)
             ok = attack_succeeded(out.probabilities, y[pick].numpy())
-            outputs[c.label]["adv-samples"] = out.select(ok)
-            notes[c.label]["adv-samples"] = f"{int(ok.sum())} of {len(pick)} attacks succeeded"
+            outputs[c.label][row] = out.select(ok)
+            notes[c.label][row] = f"{int(ok.sum())} of {len(pick)} attacks succeeded"
+    return notes
 
-    # Metrics: ranks over the ID set and every row jointly, so exact float32 ties are resolved alike.
-    results, ranked = [], {}
-    for c in candidates:
-        outs = outputs[c.label]
-        keys = list(outs)
-        ranks = ood_metrics.break_ties([outs[k].confidence for k in keys], [outs[k].tie_breaker for k in keys])
-        ranked[c.label] = dict(zip(keys, ranks, strict=True))
-        x, y, what = id_data[c.label]
-        id_out = outs["id"]
-        res = ModelResult(label=c.label, source=c.source, method=c.scorer.method_name, dataset=c.dataset,
-                          id_test=what, n_id=len(y),
-                          test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
-                          id_mmc=ood_metrics.mmc(id_out.probabilities))
-        for row in rows:
-            if row not in outs:
-                res.sets[row] = {"n": 0, "note": notes[c.label].get(row, "not computed")}
-                continue
-            entry = {"n": len(outs[row].ood_score), "mmc": ood_metrics.mmc(outs[row].probabilities),
-                     **ood_metrics.all_metrics(ranked[c.label]["id"], ranked[c.label][row])}
-            if row in notes[c.label]:
-                entry["note"] = notes[c.label][row]
-            res.sets[row] = entry
-        results.append(res)
-    return Evaluation(cfg, rows, results, time.perf_counter() - t0, outputs, ranked)
+
+def _metrics(c: Candidate, rows: list[str], outs: dict[str, Outputs], id_data: tuple, notes: dict[str, str]
+             ) -> tuple[ModelResult, dict[str, np.ndarray]]:
+    """One model's metrics. Ranks over the ID set and every row jointly, so exact float32 ties are resolved alike."""
+    keys = list(outs)
+    ranked = dict(zip(keys, ood_metrics.break_ties([outs[k].confidence for k in keys],
+                                                   [outs[k].tie_breaker for k in keys]), strict=True))
+    _, y, what = id_data
+    id_out = outs["id"]
+    res = ModelResult(label=c.label, source=c.source, method=c.scorer.method_name, dataset=c.dataset,
+                      id_test=what, n_id=len(y), test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
+                      id_mmc=ood_metrics.mmc(id_out.probabilities), threshold=c.threshold)
+    if c.threshold is not None:
+        res.id_reject_rate = float((id_out.ood_score > c.threshold).mean())
+    for row in rows:
+        if row not in outs:
+            res.sets[row] = {"n": 0, "note": notes.get(row, "not computed")}
+            continue
+        entry = {"n": len(outs[row].ood_score), "mmc": ood_metrics.mmc(outs[row].probabilities),
+                 **ood_metrics.all_metrics(ranked["id"], ranked[row])}
+        if c.threshold is not None:  # what the served model lets through
+            entry["accepted"] = float((outs[row].ood_score <= c.threshold).mean())
+        if row in notes:
+            entry["note"] = notes[row]
+        res.sets[row] = entry
+    return res, ranked
 
 
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def write_outputs(ev: Evaluation, out: Path, title: str | None = None) -> dict[str, Path]:
+def write_outputs(ev: Comparison, out: Path, title: str | None = None) -> dict[str, Path]:
     from . import report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -451,26 +321,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="append", default=[], metavar="[LABEL=]PATH",
                    help="exported model file (scores every non-adversarial row); same LABEL as a checkpoint = "
                         "one model")
-    p.add_argument("--ood", default=",".join(DEFAULT_SETS),
+    d = EvalConfig()
+    p.add_argument("--ood", default=",".join(d.sets),
                    help="comma-separated OOD sets: mnist, fashion-mnist, cifar10, cifar10-gray, cifar100, svhn, "
                         "imagefolder:PATH[.zip], uniform, permuted, noise, adv-noise, adv-samples, scaled-noise")
     p.add_argument("--id-test", default=None, metavar="NAME",
                    help="use this data set's labelled test split as in-distribution (default: the model's own)")
     p.add_argument("--data-root", default=None,
                    help="where data sets live (default: the checkpoint's data root, else ./data)")
-    p.add_argument("--id-seed", type=int, default=0, help="seed of the ID split for ONNX-only models (mnist5k)")
-    p.add_argument("--n-id", type=int, default=None, help="evaluate on a seeded subset of the ID test split")
-    p.add_argument("--n-ood", type=int, default=10_000, help="images per data set / noise set (at most)")
-    p.add_argument("--n-adv", type=int, default=1_000, help="starting points per adversarial set")
-    p.add_argument("--adv-steps", type=int, default=200, help="PGD steps of the adversarial sets")
-    p.add_argument("--eps", type=float, default=0.3, help="L-inf radius of the attacks")
-    p.add_argument("--step-factor", type=float, default=2.5, help="PGD step = eps / steps x this")
-    p.add_argument("--adv-objective", default="confidence", choices=("confidence", "score"),
+    p.add_argument("--id-seed", type=int, default=d.id_seed, help="seed of the ID split for ONNX-only models (mnist5k)")
+    p.add_argument("--n-id", type=int, default=d.n_id, help="evaluate on a seeded subset of the ID test split")
+    p.add_argument("--n-ood", type=int, default=d.n_ood, help="images per data set / noise set (at most)")
+    p.add_argument("--n-adv", type=int, default=d.n_adv, help="starting points per adversarial set")
+    p.add_argument("--adv-steps", type=int, default=d.adv_steps, help="PGD steps of the adversarial sets")
+    p.add_argument("--eps", type=float, default=d.eps, help="L-inf radius of the attacks")
+    p.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
+    p.add_argument("--adv-objective", default=d.adv_objective, choices=("confidence", "score"),
                    help="adv-noise maximises the max log-probability, or minus the method's OOD score")
-    p.add_argument("--alphas", default="1,10,100,1000", help="scales of scaled-noise")
-    p.add_argument("--seed", type=int, default=0, help="seed of every noise set, subset and attack start")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the torch model runs")
+    p.add_argument("--alphas", default=",".join(f"{a:g}" for a in d.alphas), help="scales of scaled-noise")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of every noise set, subset and attack start")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--device", default=d.device, choices=("cpu", "cuda"), help="where the torch model runs")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="folder for table, CSV, JSON and PNGs")
     p.add_argument("--title", default=None, help="heading of the markdown table")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -487,7 +358,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> Evaluation:
+def main(argv: list[str] | None = None) -> Comparison:
     p = parser()
     args = p.parse_args(argv)
     if not (args.checkpoint or args.onnx):

@@ -33,13 +33,12 @@ from service.modelfile import (
     InvalidModelFile,
     ModelMetadata,
     OODResult,
+    open_session,
     read_metadata,
 )
 
+from . import checkpoint, ood_metrics, ood_sets, score_choice
 from . import data as datasets
-from . import ood_metrics
-from .loop import build_model, load_checkpoint
-from .noise import permute_pixels
 
 CALIBRATION_QUANTILES = 1001
 
@@ -102,12 +101,6 @@ def store_weights_fp16(path: Path, min_elements: int = 1024) -> None:
     onnx.save(proto, str(path))
 
 
-def session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def run_scores(sess, images: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, ood_score) of uint8/float images through an onnxruntime session."""
     probs, scores = [], []
@@ -130,57 +123,72 @@ def calibrate(scores: np.ndarray, tpr: float) -> Calibration:
     return Calibration(threshold=threshold, tpr=tpr, n=len(scores), scores=[float(s) for s in sample])
 
 
-def quick_ood_sets(test_x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """OOD sets that need no download: uniform noise and pixel-permuted test images."""
-    g = torch.Generator().manual_seed(seed)
-    x = datasets.as_float(test_x[:1000])
-    return {"uniform": torch.rand(x.shape, generator=g), "permuted": permute_pixels(x, g)}
+def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, n: int = 1000
+                   ) -> dict[str, torch.Tensor]:
+    """OOD sets that need no download (``training.ood_sets``): uniform noise and pixel-permuted test images."""
+    n = min(n, len(test_x))
+    return {name: ood_sets.noise_set(name, shape, test_x, n, seed) for name in ("uniform", "permuted")}
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
+def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
                       tpr: float = 0.95, resize: str = "stretch", data_root: str | None = None,
                       ood: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                      fp16_weights: bool = False) -> ModelMetadata:
-    """Export, calibrate on the validation split, summarise on the test split, write metadata."""
+                      fp16_weights: bool = False, score: str | None = None) -> ModelMetadata:
+    """Export, calibrate on the validation split, summarise on the test split, write metadata.
+
+    ``score``: the OOD score the graph computes, for a method with several (``Method.score_options``);
+    ``"auto"`` takes the one that best separates the validation split from training noise."""
     out = Path(out)
-    ckpt = load_checkpoint(checkpoint)
-    model, method, info = build_model(ckpt)
+    ckpt = checkpoint.load(checkpoint_path)
+    model, method, info = checkpoint.build_model(ckpt)
     model.eval()
-    cfg = ckpt["config"]
-    splits = datasets.load(cfg["dataset"], data_root or cfg["data_root"], val_fraction=cfg["val_fraction"],
-                           seed=cfg["seed"], download=False)
+    splits = checkpoint.data_splits(ckpt, data_root)
     if fp16_weights:
         round_weights_to_fp16(model)
+    choice = score_choice.compare(model, method, splits.val.x, seed) if method.score_options else {}
+    if score == "auto":
+        score = max(choice, key=choice.get) if choice else None
+    if score is not None:
+        method = method.with_score(score)
     to_onnx(model, method, info, out)
     if fp16_weights:
         store_weights_fp16(out)
-    sess = session(out)
+    sess = open_session(out)
 
     _, val_scores = run_scores(sess, splits.val.x)
     calibration = calibrate(val_scores, tpr)
-    test_probs, test_scores = run_scores(sess, splits.test.x)
-    test_acc = float((test_probs.argmax(1) == splits.test.y.numpy()).mean())
+    shape = ood_sets.InputShape(info.channels, info.height, info.width)
+    evaluation = evaluate_on_test(sess, splits.test, calibration.threshold,
+                                  {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})})
+    meta = ModelMetadata(
+        name=name or out.stem, version=version, method=method.label, score=method.score,
+        classes=list(info.classes),
+        input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
+                        resize=resize),
+        dataset=info.name, calibration=calibration, architecture=ckpt["config"]["model"],
+        evaluation=evaluation.model_copy(update={"test_split": f"{info.name} test ({len(splits.test)} images)",
+                                                 "score_choice": choice}),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    )
+    write_metadata(out, meta)
+    return meta
+
+
+def evaluate_on_test(sess, test: datasets.Split, threshold: float, ood: dict[str, torch.Tensor]) -> Evaluation:
+    """Accuracy, the share of the test split rejected at the stored threshold, and per OOD set the AUROC,
+    FPR at the test split's 95 % TPR, mean max confidence and the share the stored threshold accepts."""
+    test_probs, test_scores = run_scores(sess, test.x)
     results = {}
-    for set_name, images in {**quick_ood_sets(splits.test.x, seed), **(ood or {})}.items():
+    for set_name, images in ood.items():
         ood_probs, ood_scores = run_scores(sess, images)
         results[set_name] = OODResult(
             auroc=ood_metrics.auroc(-test_scores, -ood_scores),
             fpr_at_95_tpr=ood_metrics.fpr_at_tpr(-test_scores, -ood_scores, 0.95),
             mmc=float(ood_probs.max(1).mean()),
+            accepted=float((ood_scores <= threshold).mean()),
         )
-
-    meta = ModelMetadata(
-        name=name or out.stem, version=version, method=method.name, score=method.score,
-        classes=list(info.classes),
-        input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
-                        resize=resize),
-        dataset=info.name, calibration=calibration, architecture=cfg["model"],
-        evaluation=Evaluation(test_accuracy=test_acc, test_split=f"{info.name} test ({len(splits.test)} images)",
-                              ood=results),
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-    )
-    write_metadata(out, meta)
-    return meta
+    return Evaluation(test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()), ood=results,
+                      id_reject_rate=float((test_scores > threshold).mean()))
 
 
 def write_metadata(path: Path, meta: ModelMetadata) -> None:
@@ -204,7 +212,7 @@ def check(path: Path) -> int:
     summary = meta.model_dump(exclude={"calibration": {"scores"}})
     summary["calibration"]["scores"] = f"<{len(meta.calibration.scores)} sorted validation-score quantiles>"
     print(json.dumps(summary, indent=2))
-    sess = session(path)
+    sess = open_session(path)
     x = np.random.default_rng(0).random((8, meta.input.channels, meta.input.height, meta.input.width), np.float32)
     t = time.perf_counter()
     probs, score, logits = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
@@ -228,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fp16-weights", action="store_true",
                    help="store weights as float16 (half the file; arithmetic stays float32)")
     p.add_argument("--data-root", default=None, help="override the checkpoint's data root (for calibration)")
+    p.add_argument("--score", default=None,
+                   help="the OOD score to export, for a method with several (IsoMax+: min-distance, entropy, "
+                        "projection); 'auto': the best on validation data vs training noise (default: the run's)")
     p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")
     args = p.parse_args(argv)
     if args.check:
@@ -238,13 +249,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         meta = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, tpr=args.tpr,
                                  resize=args.resize, data_root=args.data_root,
-                                 fp16_weights=args.fp16_weights)
+                                 fp16_weights=args.fp16_weights, score=args.score)
     except datasets.DatasetUnavailable as e:
         print(f"error: calibration needs the validation split: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (checkpoint.UnreadableCheckpoint, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s: "
           f"threshold {meta.calibration.threshold:.4g} at TPR {meta.calibration.tpr} on {meta.calibration.n} "
-          f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}")
+          f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}, "
+          f"{meta.evaluation.id_reject_rate:.2%} of the test split rejected; score: {meta.score}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The one training loop every method shares: CPU, one GPU, or many through ``torchrun``.
 
-Read top to bottom: set up (distributed or not), data, model, optimiser, resume, then epochs of
-batches; rank 0 alone logs, checkpoints and exports. Distributed mode is keyed on the ``RANK``
-environment variable that torchrun sets, so the same command runs with or without torchrun.
+``train(cfg)`` reads top to bottom: processes, data, method and model, optimiser, resume, epochs,
+test. Distributed mode is keyed on the ``RANK`` environment variable that torchrun sets (as in
+nanoGPT), so the same command runs with or without torchrun; ``distributed()`` is the one place that
+knows about it. Rank 0 alone logs and checkpoints. Exporting is the CLI's next step, not the loop's.
 """
 
 from __future__ import annotations
@@ -10,60 +11,56 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import checkpoint, methods, models
 from . import data as datasets
-from . import methods, models
+from .config import TrainConfig
+from .progress import EpochLog
 
 
-@dataclass
-class TrainConfig:
-    dataset: str = "svhn"
-    data_root: str = "data"
-    model: str = "resnet_small"
-    method: dict = field(default_factory=lambda: {"name": "plain"})
-    epochs: int = 100
-    max_steps: int | None = None
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[float, ...] = (0.5, 0.75, 0.9)
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    out: str = "runs/default"
-    resume: bool = False
-    download: bool = True
-    export: str | None = None
-    init_from: str | None = None
-    progress: bool = True
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    local_rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return "RANK" in os.environ
 
 
-def checkpoint_payload(model: nn.Module, cfg: TrainConfig, info: datasets.DatasetInfo, **extra) -> dict:
-    """Plain tensors and builtins only, so ``torch.load(weights_only=True)`` can read it."""
-    return {"model": model.state_dict(), "config": asdict(cfg), "dataset": info.to_dict(), **extra}
+def distributed(device: str) -> Processes:
+    """This process's rank and device; under torchrun, the process group (made once per process, torn
+    down at exit: a run of several phases, MCD's, calls ``train`` again, and re-creating the group on
+    torchrun's store races: a fast rank can read the previous group's keys and move on alone)."""
+    rank, local_rank, world = 0, 0, 1
+    if "RANK" in os.environ:
+        rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    dev = _pick_device(device, local_rank)
+    if "RANK" in os.environ and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        atexit.register(_tear_down)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return Processes(rank, local_rank, world, dev)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def build_model(ckpt: dict) -> tuple[nn.Module, object, datasets.DatasetInfo]:
-    """Rebuild (model, method, dataset info) from a checkpoint dict."""
-    cfg = ckpt["config"]
-    info = datasets.DatasetInfo.from_dict(ckpt["dataset"])
-    method = methods.from_state(cfg["method"])
-    model = models.build(cfg["model"], info, method.make_head)
-    model.load_state_dict(ckpt["model"])
-    return model, method, info
+def _tear_down() -> None:
+    """All ranks leave together: a rank that destroys the group while another still talks to it aborts the
+    process ("terminate called without an active exception") after all the work is done."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _pick_device(name: str, local_rank: int) -> torch.device:
@@ -76,10 +73,143 @@ def _pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _save(payload: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a kill mid-write must never leave a half-written last.pt
+class Step(nn.Module):
+    """One optimiser step's forward pass: update ``i`` of the method on the bare model. Under DDP this
+    module is what gets wrapped, so a method never sees the wrapper, only the model it trains."""
+
+    def __init__(self, model: nn.Module, method: methods.Method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, i: int, x: torch.Tensor, y: torch.Tensor):
+        return self.method.updates[i](self.model, x, y)
+
+
+@dataclass
+class Optimisation:
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype
+
+    @classmethod
+    def for_run(cls, model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device) -> Optimisation:
+        """SGD with momentum, the learning rate divided by 10 at each milestone (shares of all steps)."""
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        milestones = sorted({int(f * total_steps) for f in cfg.lr_milestones})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+        amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        use_scaler = cfg.amp and device.type == "cuda" and amp_dtype == torch.float16
+        return cls(opt, sched, torch.amp.GradScaler("cuda", enabled=use_scaler), amp_dtype)
+
+    def state(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load(self, ckpt: dict) -> None:
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+
+def steps_of(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, epochs) of a run."""
+    per_epoch = (n_train // world) // cfg.batch_size
+    if per_epoch == 0:
+        raise SystemExit(f"batch size {cfg.batch_size} x {world} ranks is larger than the training set")
+    total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.epochs * per_epoch, cfg.max_steps)
+    return per_epoch, total, math.ceil(total / per_epoch)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train; returns the path of the final checkpoint (``OUT/last.pt``)."""
+    procs = distributed(cfg.device)
+    device, ckpt_path = procs.device, Path(cfg.out) / "last.pt"
+    torch.manual_seed(cfg.seed)
+    resume = checkpoint.load(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
+    splits = datasets.load(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                           download=cfg.download and procs.master)
+    steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
+    method, model, optim = _build(cfg, procs, splits.info, total_steps, resume)
+    start_epoch, step = (resume["epoch"] + 1, resume["step"]) if resume else (0, 0)
+    forward = Step(model, method)
+    if procs.ddp:
+        forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
+                                                      else None, find_unused_parameters=method.find_unused_parameters)
+    log = EpochLog(cfg, procs, total_steps) if procs.master else None
+    if log:
+        log.start(method.label, splits, resume, ckpt_path)
+    train_x, train_y = splits.train.x.to(device), splits.train.y.to(device)
+    for epoch in range(start_epoch, epochs):
+        n_steps = min(steps_per_epoch, total_steps - step)
+        if n_steps <= 0:
+            break
+        model.train()
+        batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
+        for i, idx in zip(range(n_steps), batches, strict=False):
+            x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment)
+            stats = _one_batch(forward, method, optim, x, train_y[idx.to(device)], cfg.amp and device.type == "cuda")
+            if log:
+                log.batch(epoch, epochs, n_steps, step + i + 1, stats, len(idx) * procs.world,
+                          optim.sched.get_last_lr()[0])
+        step += n_steps
+        rng = _rng_states_of_every_rank(method, procs)
+        if log:
+            val_acc = accuracy(model, splits.val, device)
+            checkpoint.save(checkpoint.payload(model, method, cfg, splits.info, **optim.state(), epoch=epoch,
+                                               step=step, rng=rng), ckpt_path)
+            log.epoch_end(epoch, epochs, step, val_acc)
+    if log:
+        log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path)
+    if procs.ddp:
+        _check_ranks_in_sync(model, procs.rank, procs.world)
+    return ckpt_path
+
+
+def _build(cfg: TrainConfig, procs: Processes, info: datasets.DatasetInfo, total_steps: int, resume: dict | None
+           ) -> tuple[methods.Method, nn.Module, Optimisation]:
+    """Method, model and optimiser: fresh, from another run's weights (``init_from``), or resumed."""
+    method = methods.build(cfg.method)
+    method.generator = torch.Generator(procs.device).manual_seed(cfg.seed * 1000 + procs.rank)  # noise per rank
+    model = models.build(cfg.model, info, method.make_head).to(procs.device)
+    if cfg.init_from and resume is None:  # fine-tuning: another run's weights, fresh optimiser and schedule
+        model.load_state_dict(checkpoint.load(cfg.init_from, map_location=procs.device)["model"])
+    optim = Optimisation.for_run(model, cfg, total_steps, procs.device)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optim.load(resume)
+        if resume.get("rng"):  # one entry per rank of the run that wrote it
+            checkpoint.restore_rng_states(resume["rng"][procs.rank % len(resume["rng"])], method.generator)
+    return method, model, optim
+
+
+def _rng_states_of_every_rank(method: methods.Method, procs: Processes) -> list[dict]:
+    """Every rank's generator states, for rank 0's checkpoint (ranks draw different noise)."""
+    mine = checkpoint.rng_states(method.generator)
+    if not procs.ddp:
+        return [mine]
+    gathered: list = [None] * procs.world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def _one_batch(forward: nn.Module, method: methods.Method, optim: Optimisation, x: torch.Tensor, y: torch.Tensor,
+               amp: bool) -> dict[str, torch.Tensor]:
+    """One optimiser step per entry of ``method.updates`` (MCD's fine-tuning: steps A then B)."""
+    stats = {}
+    for i in range(len(method.updates)):
+        with torch.autocast(x.device.type, dtype=optim.amp_dtype, enabled=amp):
+            loss, more = forward(i, x, y)
+        optim.step(loss)
+        stats.update(more)
+    optim.sched.step()
+    return stats
 
 
 def _batches(n: int, batch_size: int, epoch: int, seed: int, rank: int, world: int):
@@ -116,140 +246,3 @@ def _check_ranks_in_sync(model: nn.Module, rank: int, world: int) -> None:
         print(f"ranks in sync: {same} (parameter digest {gathered[0].tolist()} on rank 0 of {world})", flush=True)
         if not same:
             raise RuntimeError(f"DDP replicas diverged: digests {[g.tolist() for g in gathered]}")
-
-
-def train(cfg: TrainConfig) -> Path:
-    """Train; returns the path of the final checkpoint (``OUT/last.pt``)."""
-    # -- distributed set-up (torchrun sets RANK / LOCAL_RANK / WORLD_SIZE) --
-    ddp = "RANK" in os.environ
-    rank, local_rank, world = 0, 0, 1
-    if ddp:
-        rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    device = _pick_device(cfg.device, local_rank)
-    if ddp and not torch.distributed.is_initialized():
-        # Once per process: a run of several phases (MCD) calls train() again, and re-creating the group
-        # on torchrun's store races (a fast rank can read the previous group's keys and move on alone).
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(torch.distributed.destroy_process_group)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    master = rank == 0
-    torch.manual_seed(cfg.seed)
-
-    # -- data --
-    splits = datasets.load(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           download=cfg.download and master)
-    info = splits.info
-    x_train, y_train = splits.train.x.to(device), splits.train.y.to(device)
-    steps_per_epoch = (len(splits.train) // world) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise SystemExit(f"batch size {cfg.batch_size} x {world} ranks is larger than the training set")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
-
-    # -- model and optimiser --
-    method = methods.from_state(cfg.method)
-    method.generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)  # noise differs per rank
-    model = models.build(cfg.model, info, method.make_head).to(device)
-    if cfg.init_from and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
-        # fine-tuning: weights from another run (same architecture and head), fresh optimiser and schedule
-        model.load_state_dict(load_checkpoint(cfg.init_from, map_location=device)["model"])
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    milestones = sorted({int(f * total_steps) for f in cfg.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda" and amp_dtype == torch.float16)
-
-    out = Path(cfg.out)
-    ckpt_path = out / "last.pt"
-    start_epoch, step = 0, 0
-    if cfg.resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
-        if master:
-            print(f"resuming {ckpt_path} after epoch {ckpt['epoch'] + 1} (step {step})", flush=True)
-    elif cfg.resume and master:
-        print(f"--resume: no checkpoint at {ckpt_path}, starting from scratch", flush=True)
-    # find_unused_parameters: a method whose step leaves some parameters without gradients (MCD's step B) says so
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None,
-                                              find_unused_parameters=getattr(method, "find_unused_parameters", False)) \
-        if ddp else model
-
-    writer = None
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-        print(f"{method.name} {cfg.model} on {info.name}: {len(splits.train)} train / {len(splits.val)} val / "
-              f"{len(splits.test)} test images, {total_steps} steps on {device} x{world}", flush=True)
-
-    from tqdm import tqdm
-
-    t0, seen = time.perf_counter(), 0
-    for epoch in range(start_epoch, epochs):
-        if step >= total_steps:
-            break
-        model.train()
-        n_steps = min(steps_per_epoch, total_steps - step)
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (master and cfg.progress),
-                   dynamic_ncols=True, leave=False)
-        sums: dict[str, float] = {}
-        done = 0
-        for idx in _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, rank, world):
-            if done >= n_steps:
-                break
-            idx = idx.to(device)
-            x = datasets.augment(datasets.as_float(x_train[idx]), info.augment)
-            y = y_train[idx]
-            stats = {}
-            # one optimiser step per loss in ``method.updates`` if it has them (MCD: steps A then B), else one
-            for loss_of in getattr(method, "updates", (method.loss,)):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp and device.type == "cuda"):
-                    loss, more = loss_of(model, net, x, y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                stats.update(more)
-            sched.step()
-            step += 1
-            seen += len(idx) * world
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            done += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v / done:.3f}" for k, v in sums.items()}, refresh=False)
-            if writer is not None:
-                for k, v in stats.items():
-                    writer.add_scalar(f"train/{k}", float(v), step)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-        bar.close()
-
-        if master:
-            val_acc = accuracy(model, splits.val, device)
-            writer.add_scalar("val/acc", val_acc, step)
-            rate = seen / (time.perf_counter() - t0)
-            means = "  ".join(f"{k} {v / max(1, done):.4f}" for k, v in sums.items())
-            _save(checkpoint_payload(model, cfg, info, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                                     scaler=scaler.state_dict(), epoch=epoch, step=step), ckpt_path)
-            print(f"epoch {epoch + 1}/{epochs}  step {step}  {means}  val_acc {val_acc:.4f}  "
-                  f"{rate:.0f} img/s", flush=True)
-
-    if master:
-        writer.close()
-        test_acc = accuracy(model, splits.test, device)
-        print(f"done: test accuracy {test_acc:.4f} on {len(splits.test)} images; checkpoint {ckpt_path}", flush=True)
-        if cfg.export:
-            from .export import export_checkpoint
-
-            export_checkpoint(ckpt_path, cfg.export)
-    if ddp:
-        _check_ranks_in_sync(model, rank, world)
-    return ckpt_path

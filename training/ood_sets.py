@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from . import data as datasets
 from .noise import noise_batch, permute_pixels
@@ -159,21 +158,7 @@ def _image_files(path: Path, n: int | None, seed: int) -> tuple[torch.Tensor, to
 
 def to_input(x: torch.Tensor, shape: InputShape, *, gray: bool = False) -> torch.Tensor:
     """uint8 or float images -> float32 [N, C, H, W] at the model's shape (values kept in [0, 1])."""
-    x = datasets.as_float(x)
-    if gray and x.shape[1] == 3:
-        x = _luma(x)
-    if x.shape[1] == 3 and shape.channels == 1:
-        x = _luma(x)
-    elif x.shape[1] == 1 and shape.channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[2:]) != (shape.height, shape.width):
-        x = F.interpolate(x, size=(shape.height, shape.width), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0.0, 1.0).contiguous()
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return datasets.to_shape(x, shape.channels, shape.height, shape.width, gray=gray)
 
 
 # ----------------------------------------------------------------------------------------------- noise

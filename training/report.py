@@ -47,6 +47,7 @@ def markdown(ev, title: str | None = None) -> str:
         row = [name] + [fmt(m.sets[name].get(k)) for m in models for k in ("aupr_in", "aupr_out")]
         lines.append("| " + " | ".join(row) + " |")
 
+    lines += stored_threshold_table(ev)
     lines += ["", "Models: " + "; ".join(f"`{m.label}` = {m.method} ({m.source}, {m.n_id} ID test images)"
                                          for m in models) + "."]
     sizes = sorted({r["n"] for m in models for k, r in m.sets.items() if not k.startswith("adv")})
@@ -63,6 +64,23 @@ def markdown(ev, title: str | None = None) -> str:
     lines.append("AUROC and AUPR with in-distribution as the positive class; FPR@95 = share of OOD inputs "
                  "accepted at the threshold that keeps 95 % of in-distribution test inputs.")
     return "\n".join(lines)
+
+
+def stored_threshold_table(ev) -> list[str]:
+    """What each model file's stored threshold does: the share of the ID test split it rejects (the promise
+    is about 1 - calibration.tpr) and the share of each set it accepts. Models without a file have no row."""
+    served = [m for m in ev.models if m.threshold is not None]
+    if not served:
+        return []
+    lines = ["", "At the stored threshold (what is served): ID rejected, OOD accepted:", "",
+             "| set | " + " | ".join(f"{m.label} (threshold {m.threshold:.4g})" for m in served) + " |",
+             "|" + "---|" * (len(served) + 1),
+             "| ID test rejected | " + " | ".join(f"{100 * m.id_reject_rate:.2f} %" for m in served) + " |"]
+    for name in ev.rows:
+        cells = [m.sets[name].get("accepted") for m in served]
+        lines.append(f"| {name} accepted | " + " | ".join("n/a" if v is None else f"{100 * v:.2f} %" for v in cells)
+                     + " |")
+    return lines
 
 
 def write_csv(ev, path: Path) -> None:

@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loop import TrainConfig, build_model, load_checkpoint, train
+from . import checkpoint
+from .config import TrainConfig
+from .loop import train
+from .methods import spec
 
-NOISE = {"at_frac": 1.0, "eps": 0.3, "step_factor": 2.5, "noise_loss": "max_conf"}
-VARIANTS = {
-    "plain": {"name": "plain"},
-    "CEDA": {"name": "acet", "base": {"name": "plain"}, **NOISE, "pgd_steps": 0},
-    "ACET": {"name": "acet", "base": {"name": "plain"}, **NOISE, "pgd_steps": 20},
-}
+VARIANTS = {"plain": spec("plain"), "CEDA": spec("acet", pgd_steps=0), "ACET": spec("acet", pgd_steps=20)}
 
 
 def train_variants(out: Path, epochs: int, seed: int, progress: bool = False) -> dict[str, torch.nn.Module]:
@@ -30,7 +28,7 @@ def train_variants(out: Path, epochs: int, seed: int, progress: bool = False) ->
     for label, method in VARIANTS.items():
         cfg = TrainConfig(dataset="moons", model="mlp", method=method, epochs=epochs, batch_size=64, lr=0.05,
                           weight_decay=5e-4, seed=seed, out=str(out / label.lower()), progress=progress, device="cpu")
-        model, _, _ = build_model(load_checkpoint(train(cfg)))
+        model, _, _ = checkpoint.build_model(checkpoint.load(train(cfg)))
         nets[label] = model.eval()
     return nets
 

@@ -175,3 +175,92 @@ def test_oversized_requests_are_a_programming_error():
 
     with pytest.raises(ValueError, match=r"1\.\.2 images"):
         asyncio.run(scenario())
+
+
+# --- dispatch when idle (issue 16): a lone request never pays the delay; announced requests are waited for ---
+
+
+def test_a_lone_request_goes_at_once_when_nothing_else_is_on_its_way():
+    async def scenario():
+        batcher, metrics = make(max_delay_s=60.0)  # waiting for the delay would pass the 30 s deadline (504)
+        result = await batcher.submit(rows(7), 30)
+        await batcher.close()
+        return result, metrics
+
+    result, metrics = asyncio.run(scenario())
+    assert result["double"].tolist() == [14.0]
+    assert sample(metrics, "oodserve_batch_size_count") == 1 and sample(metrics, "oodserve_batch_size_sum") == 1
+
+
+async def _queued_while_busy(gate: Gate, batcher: Batcher, announced_images: int):
+    """Run r0 through the gated model; queue r1 (with ``announced_images`` on their way) while it runs.
+
+    Returns r1's task and the announcement once r0 is answered: by then the batcher, free again,
+    has decided (in the step that answered r0) whether r1 goes alone or waits.
+    """
+    r0 = asyncio.create_task(batcher.submit(rows(0), 30))
+    await gate.wait_entered()
+    announced = batcher.announce(announced_images)
+    r1 = asyncio.create_task(batcher.submit(rows(1), 30))  # its first step runs before r0's answer arrives
+    gate.release.set()
+    await r0
+    return r1, announced
+
+
+def test_a_batch_waits_for_announced_requests_and_takes_them_together():
+    gate = Gate()
+
+    async def scenario():
+        batcher, metrics = make(gate, max_delay_s=60.0)
+        r1, announced = await _queued_while_busy(gate, batcher, 1)
+        r2 = await batcher.submit(rows(2), 30, announced)
+        results = [(await r1)["double"].tolist(), r2["double"].tolist()]
+        await batcher.close()
+        return results, metrics
+
+    results, metrics = asyncio.run(scenario())
+    assert results == [[2.0], [4.0]]
+    assert sample(metrics, "oodserve_batch_size_count") == 2  # r0, then r1 + r2 (not r1 alone, then r2)
+    assert sample(metrics, "oodserve_batch_size_sum") == 3
+
+
+def test_an_announcement_given_up_releases_the_waiting_batch():
+    gate = Gate()
+
+    async def scenario():
+        batcher, metrics = make(gate, max_delay_s=60.0)
+        r1, announced = await _queued_while_busy(gate, batcher, 1)
+        announced.withdraw()  # its image turned out to be corrupt: nothing more is coming
+        result = await r1  # without the release it would wait the 60 s delay and miss its 30 s deadline
+        await batcher.close()
+        return result, metrics
+
+    result, metrics = asyncio.run(scenario())
+    assert result["double"].tolist() == [2.0]
+    assert sample(metrics, "oodserve_batch_size_count") == 2
+
+
+def test_wait_when_idle_keeps_a_lone_request_for_the_delay():
+    async def scenario():
+        batcher, _ = make(max_delay_s=60.0, wait_when_idle=True)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(rows(1), 0.05)  # held for the 60 s delay, so its deadline passes
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_announced_images_count_against_the_queue_limit():
+    async def scenario():
+        batcher, _ = make(max_queue=4)
+        with batcher.announce(3):
+            batcher.check_room(1)
+            with pytest.raises(QueueFull) as refused:
+                batcher.check_room(2)
+        batcher.check_room(4)  # the announcement is gone
+        await batcher.close()
+        return refused.value
+
+    refused = asyncio.run(scenario())
+    assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+    assert "3 images queued or on their way" in refused.message

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+from hostile_images import float_digit_with, lab_tiff, png_header, png_rows
 from PIL import Image
 from samples import bomb_png, digit, encode, photo
 
-from service.imaging import ImageError, load_image
+from service.errors import DeadlineExceeded
+from service.imaging import ImageError, Limits, load_image, open_image
 from service.modelfile import InputSpec
 
 GRAY28 = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
@@ -16,7 +20,7 @@ LIMIT = 50_000_000
 
 
 def load(data: bytes, spec: InputSpec = GRAY28, max_pixels: int = LIMIT) -> np.ndarray:
-    return load_image(data, spec, max_pixels)
+    return load_image(data, spec, Limits(max_pixels))
 
 
 def test_a_digit_png_round_trips_exactly():
@@ -134,3 +138,77 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(ImageError) as e:
         load(bomb_png(3000, 3000), max_pixels=4_000_000)
     assert e.value.status == 413 and "3000x3000 = 9,000,000 pixels" in e.value.message
+
+
+# --- bounded decoding ------------------------------------------------------------------------------
+
+
+def test_header_limits_per_side_and_aspect_ratio_are_checked_before_decoding():
+    limits = Limits(max_pixels=LIMIT, max_side=1000, max_aspect_ratio=10)
+    with pytest.raises(ImageError) as side:
+        load_image(png_rows(1001, 2), GRAY28, limits)
+    with pytest.raises(ImageError) as aspect:
+        load_image(png_rows(500, 20), GRAY28, limits)
+    assert side.value.status == 413 and "1,000 pixels a side" in side.value.message
+    assert (
+        aspect.value.status == 400 and aspect.value.code == "aspect_ratio_too_large" and "25:1" in aspect.value.message
+    )
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center_crop"])
+def test_reducing_in_slices_gives_the_answer_of_a_direct_resize(resize):
+    # A 4000 x 3000 photo goes through Image.reduce slice by slice; the result must match Pillow's
+    # own full-size resize to within rounding.
+    big = photo("astronaut").resize((4000, 3000))
+    spec = InputSpec(channels=3, height=28, width=28, color_mode="RGB", resize=resize)
+    x = load(encode(big, "PNG", compress_level=1), spec)
+    small = load(encode(big.resize((400, 300), Image.Resampling.BOX), "PNG"), spec)
+    assert x.shape == (3, 28, 28) and np.abs(x - small).mean() < 0.02
+
+
+def test_a_one_pixel_wide_strip_needs_no_full_size_intermediate_and_decodes():
+    # 1 x 1,000,000 RGBA: Pillow's resize would go through a 28 x 1,000,000 image; the slices do not.
+    x = load_image(png_rows(1, 1_000_000, b"\x00\x00\x00\xff"), GRAY28, Limits(LIMIT))
+    assert x.shape == (1, 28, 28) and x.max() == pytest.approx(0.0)
+
+
+def test_float_images_with_nan_or_infinity_are_refused():
+    for value in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ImageError) as e:
+            load(float_digit_with(value))
+        assert e.value.status == 400 and e.value.code == "non_finite_pixels" and "NaN or infinite" in e.value.message
+
+
+def test_a_lab_tiff_is_converted_by_colour_not_by_channel():
+    red = Image.new("RGB", (40, 40), (220, 30, 30))
+    x = load(lab_tiff(red), RGB32)
+    np.testing.assert_allclose(x.mean(axis=(1, 2)), np.array([220, 30, 30]) / 255, atol=0.03)
+    gray = load(lab_tiff(red))
+    assert gray.shape == (1, 28, 28) and 0.2 < gray.mean() < 0.5  # red's luminance, not its L* byte
+
+
+def test_a_palette_image_with_a_transparent_colour_key_is_composited_over_white():
+    im = Image.new("P", (56, 56), 0)
+    im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    im.paste(1, (20, 20, 36, 36))  # a white square on colour 0, which is transparent
+    x = load(encode(im, transparency=0))
+    assert x.min() == pytest.approx(1.0)
+
+
+def test_a_decode_past_its_deadline_stops_reading():
+    with pytest.raises(DeadlineExceeded) as e:
+        load_image(encode(photo("camera")), GRAY28, Limits(LIMIT), deadline=time.monotonic() - 1)
+    assert e.value.status == 504 and "decoded" in e.value.message
+
+
+def test_a_header_with_zero_width_names_its_format():
+    with pytest.raises(ImageError) as e:
+        load(png_header(0, 10))
+    assert e.value.code == "corrupt_image" and "PNG" in e.value.message
+
+
+def test_the_cost_read_from_the_header_covers_the_decoded_image():
+    opened = open_image(png_rows(2000, 2000), GRAY28, Limits(LIMIT))
+    assert opened.cost >= 2000 * 2000 * 4 * 2  # decoded RGBA plus one full-size copy
+    jpeg = open_image(encode(photo("astronaut").resize((2000, 2000)), "JPEG"), GRAY28, Limits(LIMIT))
+    assert jpeg.image.size[0] < 2000 and jpeg.cost >= 2000 * 2000 * 6  # draft, but full-size coefficients

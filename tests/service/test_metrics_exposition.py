@@ -1,17 +1,24 @@
-"""Metrics: the agreed names and types, promtool-clean, merged across uvicorn workers, and scraped
-by a real Prometheus whose query API then returns the request counter."""
+"""Metrics: the agreed names and types, promtool-clean, merged across uvicorn workers (and still
+true when one is killed and replaced, with no directory left behind by a killed server), and
+scraped by a real Prometheus whose query API then returns the request counter."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from samples import digit_png, spread_digits
 from servers import DEFAULT_MODEL, ServerProcess, free_port, metric, require_tool, wait_until
+
+from service.metrics import pid_alive
 
 EXPECTED = {
     "oodserve_requests": ("counter", {"endpoint", "model", "status"}),
@@ -100,6 +107,67 @@ def test_several_workers_share_one_view(model_dir, tmp_path):
 
 def _worker_pids(directory: Path) -> set[str]:
     return {p.stem.rsplit("_", 1)[-1] for p in directory.glob("gauge_livemax_*.db")}
+
+
+def _queue_depth_in_file(directory: Path, pid: str) -> float:
+    path = directory / f"gauge_livesum_{pid}.db"
+    if not path.exists():
+        return 0.0
+    return sum(v for key, v, *_ in MmapedDict.read_all_values_from_file(str(path)) if "oodserve_queue_depth" in key)
+
+
+def _post_digit(url: str, i: int) -> int | str:
+    try:  # a new connection each, so the kernel spreads them over the workers
+        return httpx.post(f"{url}/predict", content=digit_png(i)[0], headers={"content-type": "image/png"}).status_code
+    except httpx.TransportError as e:  # the requests the killed worker held
+        return type(e).__name__
+
+
+def test_a_killed_worker_leaves_no_stale_gauge(model_dir, tmp_path):
+    metrics_dir = tmp_path / "prometheus-multiproc"
+    env = {
+        "OODSERVE_MODEL_DIR": str(model_dir),
+        "OODSERVE_WORKERS": "2",
+        "OODSERVE_THREADS": "1",
+        "OODSERVE_MAX_DELAY_MS": "3000",  # the requests wait in the queues, so the gauges are up
+        "OODSERVE_BATCH_WAIT_WHEN_IDLE": "true",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    with ServerProcess(env) as server, ThreadPoolExecutor(8) as clients:
+        first = wait_until(lambda: len(_worker_pids(metrics_dir)) >= 2 and _worker_pids(metrics_dir), timeout=60)
+        answers = [clients.submit(_post_digit, server.url, i) for i in spread_digits(8)]
+        scrape = lambda: httpx.get(f"{server.url}/metrics").text
+        wait_until(lambda: metric(scrape(), "oodserve_queue_depth") == 8, what="8 queued requests")
+        victim = max(first, key=lambda pid: _queue_depth_in_file(metrics_dir, pid))
+        lost = _queue_depth_in_file(metrics_dir, victim)  # the kernel may have handed it all 8, or fewer
+        assert lost > 0
+        os.kill(int(victim), signal.SIGKILL)
+        wait_until(lambda: len(_worker_pids(metrics_dir) - first) == 1, timeout=60, what="a replacement worker")
+        results = [a.result(timeout=60) for a in answers]
+        text = scrape()
+    assert results.count(200) == 8 - lost, results  # the killed worker's requests failed, the others did not
+    assert metric(text, "oodserve_queue_depth") == 0, "the killed worker's queue depth is still counted"
+    assert metric(text, "oodserve_model_info", model=DEFAULT_MODEL) == 1
+    assert metric(text, "oodserve_requests_total", endpoint="/predict", status="200") == results.count(200)
+
+
+def test_a_killed_server_leaves_no_metrics_directory_behind(model_dir, tmp_path):
+    env = {"OODSERVE_MODEL_DIR": str(model_dir), "OODSERVE_WORKERS": "2", "OODSERVE_THREADS": "1"}
+    env["TMPDIR"] = str(tmp_path)  # where `python -m service` makes its metrics directory
+    base = tmp_path / f"oodserve-metrics-{os.getuid()}"
+    with ServerProcess(env) as killed:
+        parent = killed.process.pid
+        assert (base / str(parent)).is_dir()
+        workers = [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        killed.process.kill()  # SIGKILL: no atexit, no cleanup
+        killed.process.wait(timeout=30)
+        for pid in workers:  # orphaned now; a container's end would take them with it
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(pid_alive(pid) for pid in workers), what="the orphaned workers to die")
+    assert (base / str(parent)).is_dir()
+    with ServerProcess(env) as server:
+        assert sorted(p.name for p in base.iterdir()) == [str(server.process.pid)]
+    assert list(base.iterdir()) == []  # and a server that stops normally removes its own
 
 
 def test_a_real_prometheus_scrapes_the_service(server, tmp_path):

@@ -9,11 +9,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from hostile_images import DIGITS
 from samples import digit_png, spread_digits
 from servers import DEFAULT_MODEL, RGB_MODEL
 from tritonclient.utils import InferenceServerException
 
-from service.imaging import load_image
+from service.imaging import Limits, load_image
 from service.modelfile import InputSpec
 
 MNIST_INPUT = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
@@ -28,7 +29,7 @@ def triton_client(server):
 
 def digits_tensor(n: int) -> tuple[np.ndarray, list[bytes]]:
     pngs = [digit_png(i)[0] for i in spread_digits(n)]
-    return np.stack([load_image(p, MNIST_INPUT, 10**6) for p in pngs]), pngs
+    return np.stack([load_image(p, MNIST_INPUT, Limits(10**6)) for p in pngs]), pngs
 
 
 def test_health_and_metadata_through_tritonclient(triton_client):
@@ -66,13 +67,32 @@ def test_tritonclient_infer_matches_predict(triton_client, client, binary):
         assert p["is_ood"] == bool(is_ood[i])
 
 
-def test_tritonclient_default_outputs_come_back_binary(triton_client):
+def test_tritonclient_default_outputs_come_back_binary(triton_client, client):
     images, _ = digits_tensor(2)
     tensor = triton.InferInput("images", list(images.shape), "FP32")
     tensor.set_data_from_numpy(images)
     result = triton_client.infer(DEFAULT_MODEL, [tensor])  # asks for binary_data_output
-    assert {o["name"] for o in result.get_response()["outputs"]} == {"probabilities", "ood_score", "is_ood"}
-    assert result.as_numpy("probabilities").shape == (2, 10)
+    response = result.get_response()
+    assert {o["name"] for o in response["outputs"]} == {"probabilities", "ood_score", "is_ood"}
+    assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
+    # The same numbers as the JSON answer to the same tensor.
+    as_json = {
+        o["name"]: o
+        for o in infer_json(client, request(shape=(2, 1, 28, 28), data=images.ravel().tolist())).json()["outputs"]
+    }
+    np.testing.assert_allclose(result.as_numpy("probabilities").ravel(), as_json["probabilities"]["data"], atol=1e-6)
+    np.testing.assert_allclose(result.as_numpy("ood_score"), as_json["ood_score"]["data"], atol=1e-6)
+    assert result.as_numpy("is_ood").tolist() == as_json["is_ood"]["data"]
+
+
+def test_known_digits_get_their_labels_and_in_distribution_verdicts(triton_client):
+    indices = list(DIGITS)
+    images = np.stack([load_image(digit_png(i)[0], MNIST_INPUT, Limits(10**6)) for i in indices])
+    tensor = triton.InferInput("images", list(images.shape), "FP32")
+    tensor.set_data_from_numpy(images)
+    result = triton_client.infer(DEFAULT_MODEL, [tensor])
+    assert result.as_numpy("probabilities").argmax(axis=1).tolist() == [DIGITS[i] for i in indices]
+    assert not result.as_numpy("is_ood").any()
 
 
 def test_tritonclient_sees_errors_as_exceptions(triton_client):
@@ -110,17 +130,37 @@ def assert_v2_error(response: httpx.Response, status: int, *words: str) -> None:
         assert word in body["error"], body["error"]
 
 
+def threshold(client: httpx.Client, model: str = DEFAULT_MODEL) -> float:
+    return client.get(f"/models/{model}").json()["threshold"]
+
+
 def test_json_request_and_response(client):
-    response = infer_json(client, request(shape=(2, 1, 28, 28)))
+    response = infer_json(client, request(shape=(2, 1, 28, 28), id="json-1"))
     assert response.status_code == 200, response.text
-    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    body = response.json()
+    assert body["model_name"] == DEFAULT_MODEL and body["id"] == "json-1"
+    outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["probabilities"]["shape"] == [2, 10] and len(outputs["probabilities"]["data"]) == 20
     assert outputs["is_ood"]["datatype"] == "BOOL" and all(isinstance(v, bool) for v in outputs["is_ood"]["data"])
+    probabilities = np.reshape(outputs["probabilities"]["data"], (2, 10))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # Two identical grey images: identical answers, and the verdict is the threshold's.
+    np.testing.assert_allclose(probabilities[0], probabilities[1])
+    scores = outputs["ood_score"]["data"]
+    assert outputs["is_ood"]["data"] == [s > threshold(client) for s in scores]
 
 
-def test_nested_data_is_accepted(client):
-    nested = np.full((1, 1, 28, 28), 0.25).tolist()
-    assert infer_json(client, request(data=nested)).status_code == 200
+def test_nested_data_is_answered_like_flat_data(client):
+    nested = infer_json(client, request(data=np.full((1, 1, 28, 28), 0.25).tolist()))
+    flat = infer_json(client, request(data=[0.25] * 784))
+    assert nested.status_code == 200, nested.text
+    assert nested.json()["outputs"] == flat.json()["outputs"]
+
+
+def test_a_client_timeout_that_expires_says_so(client):
+    response = infer_json(client, request(parameters={"timeout": 1}))  # Triton's timeout: microseconds
+    assert_v2_error(response, 504, "own timeout", "parameters.timeout = 1 µs")
+    assert "overloaded" not in response.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +208,7 @@ def test_malformed_tensors(client, body, words):
 
 def test_nan_values_are_refused(client):
     text = json.dumps(request()).replace("0.5", "NaN", 1).encode()  # Python's json reads NaN
-    assert_v2_error(infer_json(client, text), 400, "finite values")
+    assert_v2_error(infer_json(client, text), 400, "1 value(s) that are NaN or infinite", "finite values")
 
 
 @pytest.mark.parametrize(
@@ -200,10 +240,16 @@ def test_malformed_binary_tensors(client, declared, payload, header, words):
 
 
 def test_unknown_model_and_not_found_shapes(client):
-    assert_v2_error(infer_json(client, request(), model="nope"), 404, "unknown model 'nope'")
+    assert_v2_error(infer_json(client, request(), model="nope"), 404, "unknown model 'nope'", DEFAULT_MODEL)
     assert_v2_error(client.get("/v2/models/nope/ready"), 404, "nope")
 
 
 def test_rgb_model_takes_its_own_shape(client):
     response = infer_json(client, request(shape=(1, 3, 32, 24)), model=RGB_MODEL)
     assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["probabilities"]["shape"] == [1, 10] and outputs["ood_score"]["shape"] == [1]
+    # The stand-in's score is 1 - max probability, and the verdict is its threshold's.
+    [score] = outputs["ood_score"]["data"]
+    assert score == pytest.approx(1 - max(outputs["probabilities"]["data"]), abs=1e-6)
+    assert outputs["is_ood"]["data"] == [score > threshold(client, RGB_MODEL)]

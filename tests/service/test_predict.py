@@ -101,7 +101,7 @@ def test_openapi_documents_every_response_field(client):
         assert prediction[field].get("description"), field
     predict = schema["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "image/*"} <= set(predict["requestBody"]["content"])
-    assert {"model", "top_k"} == {p["name"] for p in predict["parameters"]}
+    assert {"model", "version", "top_k"} == {p["name"] for p in predict["parameters"]}
     assert "/v2/models/{name}/infer" in schema["paths"]
 
 

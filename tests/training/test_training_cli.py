@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from training.loop import load_checkpoint
+from training.checkpoint import load as load_checkpoint
 
 PLAIN = ["--dataset", "mnist5k", "--model", "lenet", "--at-frac", "0", "--no-progress"]
 
@@ -70,3 +70,61 @@ def test_missing_svhn_without_network_exits_with_a_clear_message(tmp_path):
     assert message.startswith("error: Data set 'svhn'") and "train_32x32.mat" in message and str(tmp_path) in message
     assert len(message.splitlines()) == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_resume_is_bit_exact_with_an_uninterrupted_run(tmp_path):
+    """2 epochs in one go == 1 epoch, then --resume for the 2nd: the RNG states (here ACET's noise and PGD
+    starts) travel in the checkpoint. A constant learning rate keeps the two schedules alike."""
+    from training.config import TrainConfig
+    from training.loop import train
+    from training.methods import spec
+
+    run = dict(dataset="mnist5k", model="lenet", method=spec("acet", at_frac=0.5, pgd_steps=1), batch_size=128,
+               lr=0.05, lr_milestones=(), device="cpu", progress=False)
+    whole = load_checkpoint(train(TrainConfig(**run, epochs=2, out=str(tmp_path / "whole"))))
+    train(TrainConfig(**run, epochs=1, out=str(tmp_path / "split")))
+    resumed = load_checkpoint(train(TrainConfig(**run, epochs=2, out=str(tmp_path / "split"), resume=True)))
+    assert resumed["step"] == whole["step"] == 2 * (3600 // 128)
+    assert whole["model"].keys() == resumed["model"].keys()
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    momenta = zip(whole["optimizer"]["state"].values(), resumed["optimizer"]["state"].values(), strict=True)
+    assert all(torch.equal(a["momentum_buffer"], b["momentum_buffer"]) for a, b in momenta)
+
+
+def corrupt_files(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.pt"
+    torch.save({"model": {}, "config": {}, "dataset": {}}, good)
+    files = {"garbage": b"not a checkpoint\n", "truncated": good.read_bytes()[:200], "empty": b""}
+    paths = {}
+    for kind, content in files.items():
+        paths[kind] = tmp_path / kind / "last.pt"
+        paths[kind].parent.mkdir()
+        paths[kind].write_bytes(content)
+    paths["code"] = tmp_path / "code" / "last.pt"  # a pickle that is more than tensors and plain data
+    paths["code"].parent.mkdir()
+    torch.save({"model": {}, "config": Path("x"), "dataset": {}}, paths["code"])
+    return paths
+
+
+def one_line_naming(proc: subprocess.CompletedProcess, path: Path) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith(f"error: {path}: "), message
+    return message
+
+
+def test_an_unreadable_checkpoint_ends_in_one_line_naming_the_file(tmp_path):
+    for kind, path in corrupt_files(tmp_path).items():
+        resume = subprocess.run([sys.executable, "-m", "training.acet", *PLAIN, "--epochs", "1", "--resume", "--out",
+                                 str(path.parent)], capture_output=True, text=True, env=env(), timeout=120)
+        message = one_line_naming(resume, path)
+        assert "checkpoint" in message, (kind, message)
+        export = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(path), "--out",
+                                 str(tmp_path / "x.onnx")], capture_output=True, text=True, env=env(), timeout=120)
+        one_line_naming(export, path)
+    missing = tmp_path / "missing.pt"
+    export = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(missing), "--out",
+                             str(tmp_path / "x.onnx")], capture_output=True, text=True, env=env(), timeout=120)
+    assert "no such checkpoint file" in one_line_naming(export, missing)

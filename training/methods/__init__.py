@@ -1,24 +1,17 @@
-"""Training methods, one module each; ``from_state`` rebuilds one from a checkpoint's plain data."""
+"""Training methods, one module each, behind the interface in ``api.py``.
+
+Every module of this package is imported here, so a method registers itself (``@api.register``) by
+existing: adding a method is adding its module.
+"""
 
 from __future__ import annotations
 
-from .acet import ACET
-from .isomax import IsoMaxPlus
-from .mcd import MCD
-from .plain import Plain
+import importlib
+import pkgutil
 
-__all__ = ["ACET", "MCD", "IsoMaxPlus", "Plain", "from_state"]
+from .api import REGISTRY, Method, benchmark_variants, build, method_class, register, spec
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-def from_state(state: dict):
-    kind = state["name"]
-    if kind == "plain":
-        return Plain()
-    if kind == "isomax+":
-        return IsoMaxPlus(state.get("entropic_scale", 10.0))
-    if kind == "acet":
-        opts = {k: v for k, v in state.items() if k not in ("name", "base")}
-        return ACET(from_state(state["base"]), **opts)
-    if kind == "mcd":
-        return MCD(**{k: v for k, v in state.items() if k != "name"})
-    raise ValueError(f"unknown method {kind!r} in checkpoint")
+__all__ = ["REGISTRY", "Method", "benchmark_variants", "build", "method_class", "register", "spec"]

@@ -3,7 +3,8 @@
 Every batch is joined by ``at_frac x batch`` noise images (``training.noise``). CEDA trains the
 model to be unconfident on them; ACET first moves each noise image, by projected gradient ascent
 in an L-inf ball of radius eps, to where the model is *most* confident, and trains on that. With
-``pgd_steps = 0`` this is CEDA; with ``at_frac = 0`` it is the wrapped method alone.
+``pgd_steps = 0`` this is CEDA; with ``at_frac = 0`` it is the wrapped method alone (and the CLI then
+stores, and the model file names, the wrapped method).
 
 The loss is (sum of clean losses + sum of noise losses) / (n_clean + n_noise). The noise loss is
 the log of the max softmax probability (``max_conf``, as in the paper) or cross-entropy to the
@@ -14,59 +15,88 @@ ball's boundary if every step pointed the same way; with sign steps that oscilla
 Madry et al. choice) lets the iterate cross the ball within ~40 % of the budget and spend the rest
 moving along it, while staying small enough not to skip over narrow confident regions.
 
-ACET wraps another method (plain or IsoMax+): that method's head, clean loss and score are kept.
+ACET wraps another softmax-classifier method (plain or IsoMax+, given as ``base``, a spec): that
+method's head, clean loss and score are kept.
 """
 
 from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from ..attacks import max_log_confidence, pgd
 from ..noise import noise_batch
+from .api import LossAndStats, Method, build, register, spec
 from .plain import Plain
 
 
-class ACET:
-    def __init__(self, base: Plain | None = None, *, at_frac: float = 1.0, pgd_steps: int = 40, eps: float = 0.3,
-                 step_factor: float = 2.5, noise_loss: str = "max_conf"):
-        if noise_loss not in ("max_conf", "uniform"):
-            raise ValueError(f"noise_loss must be 'max_conf' or 'uniform', not {noise_loss!r}")
-        self.base = base or Plain()
-        self.at_frac, self.pgd_steps, self.eps = at_frac, pgd_steps, eps
-        self.step_factor, self.noise_loss = step_factor, noise_loss
-        self.generator: torch.Generator | None = None
+@dataclass
+class ACETConfig:
+    base: dict = field(default_factory=lambda: {"name": "plain"})  # the wrapped method's spec
+    at_frac: float = 1.0
+    pgd_steps: int = 40
+    eps: float = 0.3
+    step_factor: float = 2.5
+    noise_loss: str = "max_conf"
+
+
+@register
+class ACET(Method):
+    name = "acet"
+    Config = ACETConfig
+    labels = ("acet", "ceda", "isomax+acet", "isomax+ceda")
+    variants = (("plain", ("--at-frac", "0")), ("CEDA", ("--pgd-steps", "0")), ("ACET", ()))
+    description = "Train a classifier with ACET / CEDA / plain cross-entropy."
+
+    def __init__(self, config: ACETConfig | None = None):
+        super().__init__(config)
+        if self.config.noise_loss not in ("max_conf", "uniform"):
+            raise ValueError(f"noise_loss must be 'max_conf' or 'uniform', not {self.config.noise_loss!r}")
+        self.base = build(self.config.base)
+        if not isinstance(self.base, Plain):
+            raise ValueError(f"ACET wraps a softmax classifier (plain, isomax+), not {self.base.name!r}")
 
     @property
-    def name(self) -> str:
-        if self.at_frac == 0:
-            return self.base.name
-        kind = "acet" if self.pgd_steps > 0 else "ceda"
-        return kind if self.base.name == "plain" else f"{self.base.name}+{kind}"
+    def label(self) -> str:
+        if self.config.at_frac == 0:
+            return self.base.label
+        kind = "acet" if self.config.pgd_steps > 0 else "ceda"
+        return kind if self.base.label == "plain" else f"{self.base.label.removesuffix('+')}+{kind}"
 
     @property
     def score(self) -> str:
         return self.base.score
+
+    @property
+    def score_options(self) -> tuple[str, ...]:
+        return self.base.score_options
+
+    def with_score(self, name: str) -> ACET:
+        return ACET(replace(self.config, base=self.base.with_score(name).spec()))
 
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         return self.base.make_head(in_features, num_classes)
 
     def noise_term(self, logits: torch.Tensor) -> torch.Tensor:
         log_p = torch.log_softmax(logits.float(), 1)
-        if self.noise_loss == "max_conf":
+        if self.config.noise_loss == "max_conf":
             return log_p.max(1).values.sum()
         return -log_p.mean(1).sum()
 
-    def loss(self, model: nn.Module, net: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        n_noise = round(self.at_frac * len(x))
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
+        c = self.config
+        n_noise = round(c.at_frac * len(x))
         if n_noise == 0:
-            return self.base.loss(model, net, x, y)
+            return self.base.loss(model, x, y)
         noise = noise_batch(x, n_noise, self.generator)
-        if self.pgd_steps > 0:
-            noise = pgd(model, noise, max_log_confidence, eps=self.eps, steps=self.pgd_steps,
-                        step_size=self.eps / self.pgd_steps * self.step_factor, generator=self.generator,
+        if c.pgd_steps > 0:
+            noise = pgd(model, noise, max_log_confidence, eps=c.eps, steps=c.pgd_steps,
+                        step_size=c.eps / c.pgd_steps * c.step_factor, generator=self.generator,
                         clip=(0.0, 1.0) if x.ndim == 4 else None)  # images live in [0,1]; toy points don't
-        logits = net(torch.cat([x, noise]))
+        logits = model(torch.cat([x, noise]))
         clean, on_noise = logits[: len(x)], logits[len(x):]
         loss = (self.base.clean_loss(clean, y) + self.noise_term(on_noise)) / (len(x) + n_noise)
         with torch.no_grad():
@@ -80,6 +110,30 @@ class ACET:
     def outputs(self, model: nn.Module, x: torch.Tensor):
         return self.base.outputs(model, x)
 
-    def state(self) -> dict:
-        return {"name": "acet", "base": self.base.state(), "at_frac": self.at_frac, "pgd_steps": self.pgd_steps,
-                "eps": self.eps, "step_factor": self.step_factor, "noise_loss": self.noise_loss}
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> None:
+        add_noise_options(parser)
+
+    @classmethod
+    def spec_from_args(cls, args: argparse.Namespace) -> dict:
+        return wrap(spec("plain"), args)
+
+
+def add_noise_options(parser: argparse.ArgumentParser) -> None:
+    d = ACETConfig()
+    g = parser.add_argument_group("CEDA / ACET noise training")
+    g.add_argument("--at-frac", type=float, default=d.at_frac,
+                   help="noise images per clean image in each batch (0 = no noise term: the wrapped method alone)")
+    g.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help="PGD steps on the noise (0 = CEDA)")
+    g.add_argument("--eps", type=float, default=d.eps, help="L-inf radius of the attack on the noise")
+    g.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
+    g.add_argument("--noise-loss", default=d.noise_loss, choices=("max_conf", "uniform"),
+                   help="loss on noise: log max-softmax, or cross-entropy to the uniform label")
+
+
+def wrap(base: dict, args: argparse.Namespace) -> dict:
+    """``base`` inside ACET with the noise flags; ``--at-frac 0`` is ``base`` itself, and is stored as such."""
+    if args.at_frac == 0:
+        return base
+    return spec("acet", base=base, at_frac=args.at_frac, pgd_steps=args.pgd_steps, eps=args.eps,
+                step_factor=args.step_factor, noise_loss=args.noise_loss)

@@ -1,12 +1,7 @@
 """Plain training: cross-entropy; the OOD score is 1 - max softmax probability (Hendrycks & Gimpel).
 
-This module also defines the interface every method follows (pytorch-ood's detector shape: one
-small class, higher score = more OOD):
-
-    make_head(in_features, num_classes) -> nn.Module   the classifier head the model is built with
-    loss(model, net, x, y) -> (loss, stats)             one training batch; ``net`` may be DDP-wrapped
-    outputs(model, x) -> (probabilities, ood_score, logits)   what the exported graph returns
-    state() -> dict                                     plain data that rebuilds the method
+Also the base of the softmax-classifier methods (IsoMax+, MCD, and what ACET wraps): ``clean_loss``,
+``probabilities`` and ``ood_score`` are the pieces they replace.
 """
 
 from __future__ import annotations
@@ -15,11 +10,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .api import LossAndStats, Method, register
 
-class Plain:
+
+@register
+class Plain(Method):
     name = "plain"
     score = "1 - max softmax probability"
-    generator: torch.Generator | None = None  # set by the trainer; used by methods that sample noise
+    labels = ("plain",)
+    variants = ()  # trained as ``training.acet --at-frac 0`` (the ACET variant "plain")
+    description = "Train a classifier with plain cross-entropy."
 
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         return nn.Linear(in_features, num_classes)
@@ -28,8 +28,8 @@ class Plain:
         """Summed (not averaged) over the batch, so methods that add terms can normalise once."""
         return F.cross_entropy(logits.float(), y, reduction="sum")
 
-    def loss(self, model: nn.Module, net: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        logits = net(x)
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
+        logits = model(x)
         loss = self.clean_loss(logits, y) / len(y)
         return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
@@ -43,6 +43,3 @@ class Plain:
         logits = model(x)
         p = self.probabilities(logits)
         return p, self.ood_score(logits, p), logits
-
-    def state(self) -> dict:
-        return {"name": self.name}

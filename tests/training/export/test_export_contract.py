@@ -14,21 +14,26 @@ import torch
 
 from service.modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata
 from training import data as datasets
+from training.checkpoint import build_model
+from training.checkpoint import load as load_checkpoint
 from training.export import export_checkpoint, write_metadata
-from training.loop import build_model, load_checkpoint
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, plain_ckpt, acet_ckpt, isomax_ckpt):
     out = tmp_path_factory.mktemp("onnx")
-    return {name: (ckpt, export_checkpoint(ckpt, out / f"{name}.onnx") and out / f"{name}.onnx")
-            for name, ckpt in (("plain", plain_ckpt), ("acet", acet_ckpt), ("isomax", isomax_ckpt))}
+    runs = (("plain", plain_ckpt, None), ("acet", acet_ckpt, None), ("isomax", isomax_ckpt, None),
+            ("isomax-entropy", isomax_ckpt, "entropy"), ("isomax-projection", isomax_ckpt, "projection"))
+    return {name: (ckpt, export_checkpoint(ckpt, out / f"{name}.onnx", score=score) and out / f"{name}.onnx", score)
+            for name, ckpt, score in runs}
 
 
-@pytest.mark.parametrize("name", ["plain", "acet", "isomax"])
+@pytest.mark.parametrize("name", ["plain", "acet", "isomax", "isomax-entropy", "isomax-projection"])
 def test_onnxruntime_matches_torch_on_all_outputs(exported, name):
-    ckpt, path = exported[name]
+    ckpt, path, score = exported[name]
     model, method, _ = build_model(load_checkpoint(ckpt))
+    if score:
+        method = method.with_score(score)
     model.eval()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = datasets.as_float(datasets.load("mnist5k").test.x[:64])
@@ -44,7 +49,7 @@ def test_onnxruntime_matches_torch_on_all_outputs(exported, name):
 
 
 def test_stored_threshold_rejects_five_percent_of_held_out_in_distribution_images(exported):
-    _, path = exported["plain"]
+    _, path, _ = exported["plain"]
     meta = read_metadata(path)
     assert meta.calibration.tpr == 0.95 and meta.calibration.split == "validation"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -52,6 +57,10 @@ def test_stored_threshold_rejects_five_percent_of_held_out_in_distribution_image
     _, scores, _ = sess.run(list(OUTPUT_NAMES), {"images": test})
     flagged = float((scores > meta.calibration.threshold).mean())
     assert 0.03 <= flagged <= 0.07, flagged
+    # the metadata reports what the stored threshold does on the test split, not a quantile of it
+    assert meta.evaluation.id_reject_rate == pytest.approx(flagged, abs=1e-9)
+    assert {"uniform", "permuted"} <= set(meta.evaluation.ood)
+    assert all(0.0 <= r.accepted <= 1.0 for r in meta.evaluation.ood.values())
     # conformal p-values of in-distribution images are ~uniform: about 5 % fall below 0.05
     assert 0.02 <= float((meta.calibration.p_values(scores) < 0.05).mean()) <= 0.08
 

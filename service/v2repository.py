@@ -1,0 +1,112 @@
+"""The Open Inference Protocol's model repository extension (Triton's, which ``tritonclient`` speaks):
+``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load`` and ``.../unload``.
+
+Off unless ``OODSERVE_MODEL_REPOSITORY_API`` is set, because it changes what is served: then every
+path here answers 403. A load reads the model's files from the model directory, checks and warms
+them up, and only then swaps them in; a file that fails leaves what was served serving and the
+request gets 400 with the reason. Uploading a model (``config``/``files`` parameters) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from service.errors import ServiceError
+from service.repository import ModelRepository, scan
+from service.settings import Settings
+
+router = APIRouter(prefix="/v2/repository", tags=["Open Inference Protocol v2: model repository"])
+
+
+class RepositoryError(ServiceError):
+    code = "repository_request_refused"
+
+
+class IndexEntry(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="`READY` when served, else `UNAVAILABLE`")
+    reason: str = Field(description="why it is not served; empty when it is")
+
+
+_ERRORS = {
+    code: {"content": {"application/json": {"example": {"error": "what was wrong"}}}} for code in (400, 403, 404)
+}
+
+
+def _repository(request: Request) -> ModelRepository:
+    settings: Settings = request.app.state.settings
+    if not settings.model_repository_api:
+        raise RepositoryError(
+            "the model repository extension is disabled; set OODSERVE_MODEL_REPOSITORY_API=true to enable it",
+            code="repository_api_disabled",
+            status=403,
+        )
+    return request.app.state.repository
+
+
+async def _parameters(request: Request) -> dict[str, Any]:
+    """The request's ``parameters`` object; an empty body means none (tritonclient sends "" or {})."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise RepositoryError(f"the request body is not valid JSON: {e}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("parameters", {}), dict):
+        raise RepositoryError('the request body must be a JSON object like {"parameters": {...}}')
+    return document.get("parameters", {})
+
+
+@router.post("/index", response_model=list[IndexEntry], responses=_ERRORS)
+async def repository_index(request: Request) -> list[IndexEntry]:
+    repository = _repository(request)
+    body = await request.body()
+    ready_only = False
+    if body.strip():
+        try:
+            ready_only = bool(json.loads(body).get("ready", False))
+        except (ValueError, RecursionError, AttributeError):
+            raise RepositoryError('the request body must be a JSON object like {"ready": true}') from None
+    rows = [IndexEntry(**row) for row in repository.index()]
+    return [row for row in rows if row.state == "READY" or not ready_only]
+
+
+@router.post("/models/{name}/load", responses=_ERRORS)
+async def load_model(request: Request, name: str) -> dict[str, Any]:
+    repository = _repository(request)
+    parameters = await _parameters(request)
+    uploads = sorted(k for k in parameters if k == "config" or k.startswith("file:"))
+    if uploads:
+        raise RepositoryError(
+            f"loading from uploaded {', '.join(uploads)} is not supported; put the model file into the model "
+            "directory and load it by name"
+        )
+    await repository.load(name)
+    registry = repository.registry
+    why = [why for group, why in registry.refused.values() if group == name]
+    if why:
+        serving = [m.version for m in registry.served() if m.name == name]
+        kept = f"; still serving version(s) {', '.join(serving)}" if serving else ""
+        raise RepositoryError(f"model '{name}' was not loaded: {'; '.join(why)}{kept}")
+    if name in registry.versions:
+        return {}
+    raise RepositoryError(f"no model '{name}' in the model directory", code="model_not_found", status=404)
+
+
+@router.post("/models/{name}/unload", responses=_ERRORS)
+async def unload_model(request: Request, name: str) -> dict[str, Any]:
+    repository = _repository(request)
+    await _parameters(request)  # unload_dependents: oodserve's models have no dependents
+    registry = repository.registry
+    if name not in registry.versions and name not in {f.origin.group for f in scan(repository.settings.model_dir)}:
+        raise RepositoryError(
+            f"no model '{name}' is served or in the model directory", code="model_not_found", status=404
+        )
+    await repository.unload(name)
+    return {}

@@ -1,0 +1,145 @@
+"""What a training method is, declared once: the loop, the exporter, evaluation and the CLI use nothing else.
+
+A method (pytorch-ood's detector shape: one small class, higher score = more OOD) is one module in this
+package holding a config dataclass and a ``Method`` subclass decorated with ``@register``. Its
+*spec*, ``{"name": NAME, **asdict(config)}``, is plain data: the run's config and checkpoint store it,
+``build(spec)`` rebuilds the method from it. Adding a method is adding one module (and its test).
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+
+# (loss, stats): the scalar one optimiser step minimises, and floats to log
+LossAndStats = tuple[torch.Tensor, dict[str, torch.Tensor]]
+Update = Callable[[nn.Module, torch.Tensor, torch.Tensor], LossAndStats]
+
+
+@dataclass
+class NoOptions:
+    """The config of a method without options."""
+
+
+class Method(ABC):
+    name: ClassVar[str]  # the registry key, and ``spec["name"]``
+    Config: ClassVar[type] = NoOptions  # the method's own options, a dataclass of plain values
+    score: ClassVar[str]  # what ``ood_score`` is, in words (goes into the model file)
+    # the scores the exporter may choose between (``training.export --score NAME``); () = ``score`` only
+    score_options: ClassVar[tuple[str, ...]] = ()
+    labels: ClassVar[tuple[str, ...]] = ()  # every ``label`` it can write (docs/model-format.md lists them)
+    # (column label, extra CLI flags) pairs: what the benchmark trains with this method's CLI (None: one
+    # run, labelled with the method's name; (): none, e.g. plain, which ``training.acet --at-frac 0`` trains)
+    variants: ClassVar[tuple[tuple[str, tuple[str, ...]], ...] | None] = None
+    description: ClassVar[str] = ""  # one line for ``--help``
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+        # set by the trainer, seeded per rank; a method draws all its randomness (noise, PGD starts) from it
+        self.generator: torch.Generator | None = None
+
+    # -- what a trained model is called and what it computes --
+
+    @property
+    def label(self) -> str:
+        """The method as the model file names it (``method`` in the metadata)."""
+        return self.name
+
+    @abstractmethod
+    def make_head(self, in_features: int, num_classes: int) -> nn.Module:
+        """The classifier head the model is built with."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
+        """One training batch. ``model`` is the bare model (the loop handles DDP around the call)."""
+
+    @property
+    def updates(self) -> tuple[Update, ...]:
+        """The optimiser steps each batch takes, in order (MCD's fine-tuning: two)."""
+        return (self.loss,)
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        """True when an update leaves some parameters without a gradient (DDP must be told)."""
+        return False
+
+    @abstractmethod
+    def outputs(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(probabilities, ood_score, logits): what the exported graph returns."""
+
+    def with_score(self, name: str) -> Method:
+        """This method with ``ood_score`` = the score ``name``, one of ``score_options``."""
+        raise ValueError(f"method {self.label!r} has one OOD score ({self.score}); it cannot export {name!r}")
+
+    # -- plain data in and out --
+
+    def spec(self) -> dict:
+        return {"name": self.name, **asdict(self.config)}
+
+    @classmethod
+    def add_options(cls, parser: argparse.ArgumentParser) -> None:
+        """The method's own command-line flags (none by default)."""
+        return
+
+    @classmethod
+    def spec_from_args(cls, args: argparse.Namespace) -> dict:
+        """The spec the CLI trains, from the parsed flags."""
+        return spec(cls.name)
+
+    @classmethod
+    def runs(cls, cfg: TrainConfig, args: argparse.Namespace) -> list[TrainConfig]:
+        """The runs of the shared loop one CLI call makes, in order; the last one is exported."""
+        return [cfg]
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make the method known by its ``name`` to the CLI, checkpoints and the benchmark."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two methods named {cls.name!r}: {REGISTRY[cls.name].__module__} and {cls.__module__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def benchmark_variants() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(column label, method name, extra CLI flags) of every registered method's variants."""
+    return [(label, name, flags) for name, cls in REGISTRY.items()
+            for label, flags in (cls.variants if cls.variants is not None else ((name, ()),))]
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+
+
+def spec(name: str, **options) -> dict:
+    """A complete spec: the method's config defaults, overridden by ``options`` (unknown ones refused)."""
+    cls = method_class(name)
+    return {"name": name, **asdict(cls.Config(**_known(cls, options)))}
+
+
+def build(method_spec: dict) -> Method:
+    """Rebuild a method from its spec (a checkpoint's ``config["method"]``)."""
+    cls = method_class(method_spec["name"])
+    return cls(cls.Config(**_known(cls, {k: v for k, v in method_spec.items() if k != "name"})))
+
+
+def _known(cls: type[Method], options: dict) -> dict:
+    known = {f.name for f in fields(cls.Config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"method {cls.name!r} has no option(s) {', '.join(unknown)}; "
+                         f"it has {', '.join(sorted(known)) or 'none'}")
+    return options
