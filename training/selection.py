@@ -1,0 +1,63 @@
+"""Choosing which trained model to ship, by data the reported numbers never use.
+
+Each candidate checkpoint is measured on the validation split (never the test split, never a reported OOD
+set): its accuracy, and AUROC of validation images against the training noise (``training.noise``) and
+against that noise moved by PGD to where the model is most confident (a weak, cheap version of the
+``adv-noise`` set, with its own seed). Among the candidates whose validation accuracy is within
+``max_accuracy_drop`` of the best, the one with the highest worse-of-the-two AUROC wins: a model that is
+unsure on noise but confident a few PGD steps away does not know when it doesn't know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import data as datasets
+from . import evaluate, ood_metrics
+from .noise import noise_batch
+from .scorers import TorchModel
+
+
+@dataclass(frozen=True)
+class Measured:
+    label: str
+    val_accuracy: float
+    auroc_noise: float
+    auroc_adv_noise: float
+
+    @property
+    def worst_auroc(self) -> float:
+        return min(self.auroc_noise, self.auroc_adv_noise)
+
+
+def measure(path: Path, *, n: int = 500, adv_steps: int = 40, eps: float = 0.3, seed: int = 0
+            ) -> Measured:
+    model = TorchModel(path)
+    label = model.method_name
+    cfg = model.config
+    splits = datasets.load(cfg["dataset"], cfg["data_root"], val_fraction=cfg["val_fraction"], seed=cfg["seed"],
+                           download=False)
+    val_x = datasets.as_float(splits.val.x)
+    noise = noise_batch(val_x, n, torch.Generator().manual_seed(seed + 31))
+    adv = evaluate.adversarial_noise(model, noise, evaluate.EvalConfig(adv_steps=adv_steps, eps=eps, seed=seed + 31,
+                                                                       progress=False), label)
+    val = model.outputs(val_x, 500, f"{label}: validation", False)
+    aurocs = [ood_metrics.auroc(val.confidence, model.outputs(x, 500, label, False).confidence) for x in (noise, adv)]
+    acc = float((val.probabilities.argmax(1) == splits.val.y.numpy()).mean())
+    return Measured(label, acc, *aurocs)
+
+
+def choose(measured: list[Measured], max_accuracy_drop: float = 0.015) -> Measured:
+    best_acc = max(m.val_accuracy for m in measured)
+    eligible = [m for m in measured if m.val_accuracy >= best_acc - max_accuracy_drop]
+    return max(eligible, key=lambda m: m.worst_auroc)
+
+
+def table(measured: list[Measured], chosen: Measured) -> str:
+    rows = "\n".join(f"| {m.label}{' (chosen)' if m is chosen else ''} | {m.val_accuracy:.4f} | {m.auroc_noise:.4f} "
+                     f"| {m.auroc_adv_noise:.4f} |" for m in measured)
+    return ("| candidate | validation accuracy | AUROC vs training noise | AUROC vs PGD-moved training noise |\n"
+            "|---|---|---|---|\n" + rows)
