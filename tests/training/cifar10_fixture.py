@@ -22,7 +22,7 @@ def write_cifar10_files(root: Path, n_train: int = 8, n_test: int = 3) -> Path:
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                pixels = np.clip(colour + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+                pixels = np.clip(colour + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
     return root
 
