@@ -218,12 +218,12 @@ def reductions(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def paper_comparison(models: dict[str, dict]) -> list[str]:
-    """Rows of the paper's MNIST block: paper, ours and the gap (ours - paper) per method."""
+def paper_comparison(models: dict[str, dict], paper_block: list[tuple] | None = None) -> list[str]:
+    """Rows of one of the paper's blocks (default: MNIST): paper, ours and the gap (ours - paper) per method."""
     cols = ("plain", "CEDA", "ACET")
     lines = ["| row | " + " | ".join(f"{c} paper | {c} ours | {c} gap" for c in cols) + " |",
              "|---|" + "---|" * (3 * len(cols))]
-    for title, metric, row, paper in PAPER_MNIST:
+    for title, metric, row, paper in paper_block or PAPER_MNIST:
         cells = [title]
         for col, ref in zip(cols, paper, strict=True):
             m = models.get(col)

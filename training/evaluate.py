@@ -324,7 +324,8 @@ def parser() -> argparse.ArgumentParser:
     d = EvalConfig()
     p.add_argument("--ood", default=",".join(d.sets),
                    help="comma-separated OOD sets: mnist, fashion-mnist, cifar10, cifar10-gray, cifar100, svhn, "
-                        "imagefolder:PATH[.zip], uniform, permuted, noise, adv-noise, adv-samples, scaled-noise")
+                        "imagefolder:PATH[.zip], uniform, permuted, noise, photos, textures, adv-noise, adv-samples, "
+                        "scaled-noise")
     p.add_argument("--id-test", default=None, metavar="NAME",
                    help="use this data set's labelled test split as in-distribution (default: the model's own)")
     p.add_argument("--data-root", default=None,

@@ -14,6 +14,8 @@ Names:
   noise                                           CEDA/ACET's training noise (uniform + permuted, blurred)
   scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
   photos                                          square crops of scikit-image's bundled photos (offline)
+  textures                                        small square crops of scikit-image's bundled texture photos
+                                                  (brick, grass, gravel, stained tissue), offline
 
 Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
 sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
@@ -42,6 +44,12 @@ PHOTOS = "photos"
 # before any result was seen; training code never reads them (docs/mcd.md uses others as unlabelled data).
 PHOTO_NAMES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "page", "text", "rocket", "brick",
                "grass", "gravel", "clock", "hubble_deep_field")
+TEXTURES = "textures"
+# scikit-image's bundled texture photos (512 x 512; brick, grass and gravel are gray, the stain is colour), cropped
+# at 32-128 px sides: patches with no object in them, the natural images nearest to noise. Fixed before any
+# result was seen; no training code reads them.
+TEXTURE_NAMES = ("brick", "grass", "gravel", "immunohistochemistry")
+TEXTURE_SIDES = (32, 128)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ def is_dataset(name: str) -> bool:
 
 
 def known(name: str) -> bool:
-    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS)
+    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS, TEXTURES)
 
 
 # ----------------------------------------------------------------------------------------------- real data
@@ -153,31 +161,44 @@ def scaled_noise(shape: InputShape, n: int, seed: int, alphas: tuple[float, ...]
 def photo_crops(shape: InputShape, n: int, seed: int) -> torch.Tensor:
     """``photos``: n square crops (sides from 28 px to the photo's short side, evenly spread over
     ``PHOTO_NAMES``) at the model's shape, as float [n, C, H, W]."""
+    return _skimage_crops(PHOTOS, PHOTO_NAMES, (28, None), shape, n, seed)
+
+
+def texture_crops(shape: InputShape, n: int, seed: int) -> torch.Tensor:
+    """``textures``: n square crops (sides ``TEXTURE_SIDES``, evenly spread over ``TEXTURE_NAMES``) at the
+    model's shape, as float [n, C, H, W]."""
+    return _skimage_crops(TEXTURES, TEXTURE_NAMES, TEXTURE_SIDES, shape, n, seed)
+
+
+def _skimage_crops(set_name: str, names: tuple[str, ...], sides: tuple[int, int | None], shape: InputShape, n: int,
+                   seed: int) -> torch.Tensor:
     try:
         import skimage.data
     except ImportError:
-        raise ValueError("the 'photos' set needs scikit-image (pip install scikit-image)") from None
+        raise ValueError(f"the '{set_name}' set needs scikit-image (pip install scikit-image)") from None
     from PIL import Image
 
-    rng = np.random.default_rng(set_seed(PHOTOS, seed))
+    rng = np.random.default_rng(set_seed(set_name, seed))
     crops = []
-    for i, name in enumerate(PHOTO_NAMES):
+    for i, name in enumerate(names):
         im = Image.fromarray(getattr(skimage.data, name)()).convert("L" if shape.channels == 1 else "RGB")
-        count = n // len(PHOTO_NAMES) + (i < n % len(PHOTO_NAMES))
-        crops += [np.asarray(c) for c in square_crops(im, count, rng, (shape.width, shape.height))]
+        count = n // len(names) + (i < n % len(names))
+        crops += [np.asarray(c) for c in square_crops(im, count, rng, (shape.width, shape.height), sides)]
     x = torch.from_numpy(np.stack(crops))
     return to_input(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
 
 
-def square_crops(image, count: int, rng: np.random.Generator, size: tuple[int, int]) -> list:
-    """``count`` random square crops of a PIL image, sides from 28 px to its short side, resized to ``size``:
-    every scale from a texture patch to the whole scene."""
+def square_crops(image, count: int, rng: np.random.Generator, size: tuple[int, int],
+                 sides: tuple[int, int | None] = (28, None)) -> list:
+    """``count`` random square crops of a PIL image, sides from ``sides[0]`` px to ``sides[1]`` (None: the image's
+    short side), resized to ``size``: every scale from a texture patch to the whole scene by default."""
     from PIL import Image
 
     w, h = image.size
+    top = min(w, h) if sides[1] is None else min(w, h, sides[1])
     crops = []
     for _ in range(count):
-        side = int(rng.integers(28, min(w, h) + 1))
+        side = int(rng.integers(sides[0], top + 1))
         x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         crops.append(image.crop((x0, y0, x0 + side, y0 + side)).resize(size, Image.BILINEAR))
     return crops
@@ -200,4 +221,6 @@ def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: s
         return scaled_noise(shape, n, seed, alphas)
     if name == PHOTOS:
         return {name: photo_crops(shape, n, seed)}
+    if name == TEXTURES:
+        return {name: texture_crops(shape, n, seed)}
     raise ValueError(f"{name!r} is not a fixed OOD set (adversarial sets are built per model)")

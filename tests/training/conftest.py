@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cifar10_fixture import write_cifar10_files
 
 from training.config import TrainConfig
 from training.loop import train
@@ -54,3 +55,26 @@ def isomax_wide_val_ckpt(runs_dir: Path) -> Path:
     large next to the 1,000 test digits, so the test digits' conformal p-values can be KS-tested against
     U[0, 1] (the one-sample test treats the calibration set as fixed)."""
     return run(runs_dir, "isomax-wide-val", spec("isomax+"), val_fraction=0.5)
+
+
+# ------------------------------------------------------------------------------- CIFAR-10 as image files
+
+
+@pytest.fixture(scope="session")
+def cifar10_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CIFAR-10 in the folder layout (10 classes x 8 train + 3 test JPEGs); the --data-root."""
+    return write_cifar10_files(tmp_path_factory.mktemp("cifar10-files"))
+
+
+@pytest.fixture(scope="session")
+def rgb_resnet(runs_dir: Path, cifar10_files: Path) -> tuple[Path, Path]:
+    """resnet_small trained on the tiny CIFAR-10 files (plain, 8 steps of batch 16) and exported:
+    (checkpoint, model file). An RGB 32x32 model, as the bundled CIFAR-10 one is; what it learnt does not matter
+    to the tests that use it (serving, evaluation), only its shape and that its outputs are its own."""
+    from training.export import export_checkpoint
+
+    ckpt = run(runs_dir, "cifar10-plain", spec("plain"), dataset="cifar10", data_root=str(cifar10_files),
+               model="resnet_small", epochs=2, max_steps=8, batch_size=16, lr=0.05, download=False)
+    onnx = runs_dir / "cifar10-plain-resnet.onnx"
+    export_checkpoint(ckpt, onnx, name="cifar10-plain-resnet")
+    return ckpt, onnx
