@@ -181,7 +181,7 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
 | test accuracy | {ev.test_accuracy:.4f} (error {100 * (1 - ev.test_accuracy):.2f} %) on {ev.test_split} |
 | reject threshold | {cal.threshold:.6g} (keeps {cal.tpr:.0%} of {cal.n} validation images) |
 | rejected at that threshold | {100 * ev.id_reject_rate:.2f} % of the test split (the promise: {100 * (1 - cal.tpr):.0f} %) |
-| training + export time | {seconds / 60:.1f} min on {platform.machine()} CPU, {torch.get_num_threads()} threads |
+| training + export time | {seconds / 60:.1f} min (stages resumed from earlier runs not counted) on {platform.machine()} CPU, {torch.get_num_threads()} threads |
 | file | `{name}.onnx`, weights stored as float16, arithmetic float32 |
 {choice}
 ## Data
@@ -210,9 +210,9 @@ def _noise_note(method: dict) -> str:
         return ""
     if method["pgd_steps"] == 0:
         return ("CEDA: the noise is trained on as drawn (no PGD), at twice the cost of plain training; ACET's 10 PGD "
-                "steps would make this model's training ~12x plain's, hours on a 2-core CPU.\n")
-    return (f"The training noise for ACET uses {method['pgd_steps']} PGD steps instead of the paper's 40 so that the "
-            "bundled models retrain on a 2-core CPU in minutes; `python -m training.acet` defaults to 40.\n")
+                "steps cost ~12x plain's.\n")
+    return (f"The training noise for ACET uses {method['pgd_steps']} PGD steps instead of the paper's 40, so that the "
+            "bundled models retrain on a 2-core CPU; `python -m training.acet` defaults to 40.\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -214,7 +214,8 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[DatasetInfo, Sp
 def _unavailable(name: str, root: Path, why: str) -> DatasetUnavailable:
     where = root / "svhn" if name == "svhn" else root
     files = (f" or CIFAR-10 as image files, {where}/train/<class>/*.jpg|png and {where}/test/<class>/*.jpg|png "
-             f"(the same two folders may sit in {where}/{CIFAR10_ZIP} instead)" if name == "cifar10" else "")
+             f"(the same two folders may sit in {where}/cifar10/ or in the zip {where}/{CIFAR10_ZIP} instead)"
+             if name == "cifar10" else "")
     return DatasetUnavailable(
         f"Data set '{name}' is not under {where.resolve()} and {why}. Either run once on a machine with "
         f"network access (torchvision downloads it into --data-root), or copy the files yourself: "
