@@ -161,8 +161,8 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
                   + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
     if chosen_table:
         choice += ("\nThe method was chosen among the candidates below by `training.selection`: the best worse-of-two "
-                   "AUROC among those within 1.5 points of the best validation accuracy; validation split only, "
-                   "500 noise images, 40 PGD steps.\n\n" + chosen_table + "\n")
+                   f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
+                   "accuracy (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n")
     tuned = f", fine-tuned from `{Path(cfg['init_from']).parent.name}`" if cfg.get("init_from") else ""
     sets = [s for s in ev.ood if not s.startswith("scaled-noise")] + ["scaled-noise"] * any(
         s.startswith("scaled-noise") for s in ev.ood)

@@ -6,6 +6,11 @@ against that noise moved by PGD to where the model is most confident (a weak, ch
 ``adv-noise`` set, with its own seed). Among the candidates whose validation accuracy is within
 ``max_accuracy_drop`` of the best, the one with the highest worse-of-the-two AUROC wins: a model that is
 unsure on noise but confident a few PGD steps away does not know when it doesn't know.
+
+The tolerance, 5 points, is a product choice: knowing when it doesn't know is what oodserve sells, and a
+short noise fine-tune (CEDA, ACET) costs a few points of accuracy that longer training wins back (the
+paper's fully trained ACET has the plain model's error). A first cut of 1.5 points shipped the plain
+model, whose confidence on PGD-moved noise is near 1.
 """
 
 from __future__ import annotations
@@ -50,7 +55,10 @@ def measure(path: Path, *, n: int = 500, adv_steps: int = 40, eps: float = 0.3, 
     return Measured(label, acc, *aurocs)
 
 
-def choose(measured: list[Measured], max_accuracy_drop: float = 0.015) -> Measured:
+MAX_ACCURACY_DROP = 0.05
+
+
+def choose(measured: list[Measured], max_accuracy_drop: float = MAX_ACCURACY_DROP) -> Measured:
     best_acc = max(m.val_accuracy for m in measured)
     eligible = [m for m in measured if m.val_accuracy >= best_acc - max_accuracy_drop]
     return max(eligible, key=lambda m: m.worst_auroc)
