@@ -31,7 +31,10 @@ def pgd(
     """
     if steps <= 0:
         return x0.detach()
-    was_training = model.training
+    # Every module's own mode, not the top one's: a wrapper built for the attack is in training mode while the
+    # network it wraps is in eval mode, and restoring the wrapper's flag would switch the network's BatchNorm
+    # to batch statistics for everything scored after the attack.
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     x0 = x0.detach()
     lo, hi = x0 - eps, x0 + eps
@@ -56,7 +59,8 @@ def pgd(
                 best[improved] = x.detach()[improved]
                 x = torch.max(torch.min(x.detach() + step_size * grad.sign(), hi), lo)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return best.detach()
 
 

@@ -3,7 +3,8 @@
     mnist-acet-lenet       ACET LeNet for handwritten digits, the service's default model
     fashion-isomax-lenet   IsoMax+ LeNet for Fashion-MNIST
     cifar10-METHOD-resnet  resnet_small for CIFAR-10 photos; METHOD (plain, CEDA or ACET, the last two fine-tuned
-                           from the first) chosen on validation data and training noise (training.selection)
+                           from the first) chosen on validation data and training noise (training.selection).
+                           Not shipped yet, so built only with --only cifar10-resnet.
 
 Each is trained, exported with fp16-stored weights (the files stay under 10 MB), calibrated on its
 validation split, evaluated on its test split and on OOD sets that need no download, and gets a
@@ -41,6 +42,7 @@ class Recipe:
     score: str | None = None  # training.export --score (a method with several OOD scores; "auto": measured)
     alternatives: tuple[TrainConfig, ...] = ()  # more candidates, trained after config; the file ships the best
     adversarial: bool = False  # the card also reports adv-noise (PGD on the checkpoint, scored by the file)
+    shipped: bool = True  # False: built only when named with --only (a recipe whose result is not in models/ yet)
 
     @property
     def key(self) -> str:
@@ -108,6 +110,9 @@ def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
                         method=spec("acet", pgd_steps=10)),
         ),
         adversarial=True,
+        # Not shipped yet: its first run (1-epoch fine-tunes) rejected its own training noise but accepted
+        # uniform noise and PGD-moved noise; the fine-tunes need a longer budget first (issue 13).
+        shipped=False,
     )
 
 
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     command = "python -m training.bundled " + shlex.join(argv if argv is not None else sys.argv[1:])
     for recipe in recipes(args.data_root, args.runs, args.epochs_scale):
-        if args.only and args.only != recipe.key:
+        if args.only != recipe.key and (args.only or not recipe.shipped):
             continue
         try:
             make(recipe, args.data_root, args.out, command)
