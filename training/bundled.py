@@ -122,6 +122,10 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
     noise (training.evaluate's defaults), scored by the exported file like every other row."""
     model = TorchModel(ckpt)
     shape, cfg = model.shape, model.config
+    test_x = None
+    if "noise" in names or adversarial:  # both draw noise from the model's own test images
+        test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
+                               download=False).test.x
     out: dict[str, torch.Tensor] = {}
     for name in names:
         if name == "fashion-mnist" and shape.channels == 1:
@@ -130,13 +134,9 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
             x, _ = datasets.mnist_t10k(Path(data_root))
             out[name] = torch.from_numpy(x[5000:].copy()).unsqueeze(1)
         else:
-            test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
-                                   download=False).test.x if name == "noise" else None
             out.update(ood_sets.build(name, shape, id_images=test_x, data_root=data_root, n=5000, seed=0))
     if adversarial:
         ev = evaluate.EvalConfig()
-        test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
-                               download=False).test.x
         starts = ood_sets.noise_set("noise", shape, test_x, ev.n_adv, ev.seed + 1)
         out["adv-noise"] = evaluate.adversarial_noise(model, starts, ev, "card: adv-noise")
     return out
