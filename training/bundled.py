@@ -77,10 +77,15 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             "IsoMax+ LeNet with CEDA noise training for Fashion-MNIST (28x28 gray clothing, 10 classes)",
             TrainConfig(dataset="fashion-mnist", data_root=data_root, model="lenet", epochs=epochs(8), batch_size=128,
                         lr=0.05, seed=0, out=str(runs / "fashion-isomax-lenet"),
-                        method=spec("acet", base=spec("isomax+"), pgd_steps=0)),
-            ("mnist-t10k", "cifar10-gray", "photos", "uniform", "permuted"),
+                        method=spec("acet", base=spec("isomax+"), pgd_steps=0,
+                                    noise=("uniform", "permuted", "strokes"))),
+            ("mnist-t10k", "cifar10-gray", "photos", "textures", "uniform", "permuted"),
             "Trained on the Fashion-MNIST training split (60,000 images) less a seeded 10 % validation split "
-            "(6,000 images) that calibrated the threshold; evaluated on the 10,000-image test split.",
+            "(6,000 images) that calibrated the threshold; evaluated on the 10,000-image test split. "
+            "A third of its training noise is random pen strokes on black (`training.noise`, family `strokes`), "
+            "added because the same recipe without them accepted 29 % of MNIST digits at its threshold (AUROC 0.929): "
+            "the `mnist-t10k` row therefore measures a kind of input the training imitated, not an unseen one; "
+            "`cifar10-gray`, `photos` and `textures` remain kinds it never saw.",
             score="auto",
         ),
         cifar10_recipe(data_root, runs, epochs),
@@ -152,13 +157,20 @@ SET_NOTES = {
 }
 
 
+def spec_line(method: dict) -> str:
+    """``key=value, ...`` of a method spec, lists joined by '+', the wrapped method's spec after ``base:``."""
+    def value(v):
+        return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+
+    line = ", ".join(f"{k}={value(v)}" for k, v in method.items() if k != "base")
+    return line + (", base: " + spec_line(method["base"]) if "base" in method else "")
+
+
 def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "") -> str:
     ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
     rows = "\n".join(f"| {k} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | {r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |"
                      for k, r in ev.ood.items())
-    recipe_line = ", ".join(f"{k}={v}" for k, v in method.items() if k != "base")
-    if "base" in method:
-        recipe_line += ", base: " + ", ".join(f"{k}={v}" for k, v in method["base"].items())
+    recipe_line = spec_line(method)
     choice = ""
     if ev.score_choice:
         how = "by `--score auto`" if recipe.score == "auto" else "at export"

@@ -1,9 +1,15 @@
-"""The noise CEDA and ACET train on: uniform noise and pixel-permuted images, low-pass filtered.
+"""The noise CEDA and ACET train on: uniform noise and pixel-permuted images, mostly low-pass filtered.
 
-Half of each noise batch is U[0,1] noise, half is training images with their pixels permuted (a
-pixel's channels move together, so colour statistics survive while the object does not). Each
-image is blurred with a Gaussian of sigma ~ U[1, 2.5] and rescaled to [0, 1]: the blur gives the
-noise the low-frequency structure of natural images, which makes it a harder, more useful negative.
+The default noise batch is half U[0,1] noise, half training images with their pixels permuted (a
+pixel's channels move together, so colour statistics survive while the object does not). Three in four
+images are blurred with a Gaussian of sigma ~ U[1, 2.5]: the blur gives the noise the low-frequency
+structure of natural images, which makes it a harder, more useful negative. The rest stay sharp, so
+raw high-frequency noise is trained on too (a CIFAR-10 network fine-tuned on blurred noise alone
+accepted every U[0,1] image). Every image is rescaled to span [0, 1].
+
+``strokes`` (opt-in, per model) draws random pen strokes on black: a negative for a data set whose
+images are filled shapes (clothing), standing in for line drawings and handwriting. It would be
+in-distribution for digits, so it is never a default.
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ import math
 
 import torch
 from torch.nn import functional as F
+
+FAMILIES = ("uniform", "permuted", "strokes")
+DEFAULT_FAMILIES = ("uniform", "permuted")
+SHARP_SHARE = 0.25  # of uniform / permuted images left unblurred
 
 
 def permute_pixels(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -44,14 +54,51 @@ def rescale(x: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-8)).view_as(x)
 
 
-def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` noise images shaped like ``images`` (float, [0, 1]): half uniform, half permuted, all blurred."""
+def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` images of 1-3 random quadratic Bezier strokes, 1-3.5 px wide, anti-aliased, white on black."""
+    c, h, w = shape
+    size = min(h, w)
+    curves = 3
+    ends = torch.rand(n, curves, 3, 2, device=device, generator=generator) * 0.9 + 0.05  # start, control, end
+    t = torch.linspace(0, 1, 4 * size, device=device)[:, None]  # points per curve: ~4 per pixel of length
+    p0, p1, p2 = ends[:, :, 0, None], ends[:, :, 1, None], ends[:, :, 2, None]
+    points = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2) * size  # [n, curves, T, 2]
+    used = torch.arange(curves, device=device) < torch.randint(1, curves + 1, (n, 1), device=device,
+                                                               generator=generator)
+    points = torch.where(used[..., None, None], points, torch.full_like(points, -1e4)).flatten(1, 2)
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    grid = torch.stack([xs, ys], -1).reshape(1, h * w, 2).float() + 0.5
+    dist = torch.cdist(grid.expand(n, -1, -1), points).min(2).values  # [n, h*w]
+    half_width = (0.5 + 1.25 * torch.rand(n, 1, device=device, generator=generator)) * size / 28
+    ink = (half_width + 0.5 - dist).clamp(0, 1)
+    return ink.view(n, 1, h, w).expand(n, c, h, w).contiguous()
+
+
+def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                families: tuple[str, ...] = DEFAULT_FAMILIES) -> torch.Tensor:
+    """``n`` noise images shaped like ``images`` (float, [0, 1]), split evenly over ``families``."""
     if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
         return 3 * torch.rand(n, *images.shape[1:], device=images.device, generator=generator) - 1
-    n_uniform = n // 2
-    uniform = torch.rand(n_uniform, *images.shape[1:], device=images.device, generator=generator)
-    pick = torch.randint(0, len(images), (n - n_uniform,), device=images.device, generator=generator)
-    permuted = permute_pixels(images[pick], generator)
-    x = torch.cat([uniform, permuted])
-    sigma = 1.0 + 1.5 * torch.rand(n, device=images.device, generator=generator)
-    return rescale(gaussian_blur(x, sigma))
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(families)}")
+    counts = [n // len(families) + (i < n % len(families)) for i in range(len(families))]
+    parts = []
+    for family, k in zip(families, counts, strict=True):
+        if family == "uniform":
+            parts.append(blur_most(torch.rand(k, *images.shape[1:], device=images.device, generator=generator),
+                                   generator))
+        elif family == "permuted":
+            pick = torch.randint(0, len(images), (k,), device=images.device, generator=generator)
+            parts.append(blur_most(permute_pixels(images[pick], generator), generator))
+        else:
+            parts.append(strokes(k, tuple(images.shape[1:]), images.device, generator))
+    return rescale(torch.cat(parts))
+
+
+def blur_most(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Blur all but a ``SHARP_SHARE`` of the images, each with sigma ~ U[1, 2.5]."""
+    n = len(x)
+    sigma = 1.0 + 1.5 * torch.rand(n, device=x.device, generator=generator)
+    sharp = torch.rand(n, device=x.device, generator=generator) < SHARP_SHARE
+    return torch.where(sharp[:, None, None, None], x, gaussian_blur(x, sigma)) if n else x

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attacks import max_log_confidence, pgd
-from ..noise import noise_batch
+from ..noise import DEFAULT_FAMILIES, FAMILIES, noise_batch
 from .api import LossAndStats, Method, build, register, spec
 from .plain import Plain
 
@@ -41,6 +41,7 @@ class ACETConfig:
     eps: float = 0.3
     step_factor: float = 2.5
     noise_loss: str = "max_conf"
+    noise: tuple[str, ...] = DEFAULT_FAMILIES  # training.noise families the noise batch is split over
 
 
 @register
@@ -55,6 +56,9 @@ class ACET(Method):
         super().__init__(config)
         if self.config.noise_loss not in ("max_conf", "uniform"):
             raise ValueError(f"noise_loss must be 'max_conf' or 'uniform', not {self.config.noise_loss!r}")
+        self.config.noise = tuple(self.config.noise)  # a spec read back from JSON holds a list
+        if not self.config.noise or set(self.config.noise) - set(FAMILIES):
+            raise ValueError(f"noise must be some of {', '.join(FAMILIES)}, not {', '.join(self.config.noise)}")
         self.base = build(self.config.base)
         if not isinstance(self.base, Plain):
             raise ValueError(f"ACET wraps a softmax classifier (plain, isomax+), not {self.base.name!r}")
@@ -91,7 +95,7 @@ class ACET(Method):
         n_noise = round(c.at_frac * len(x))
         if n_noise == 0:
             return self.base.loss(model, x, y)
-        noise = noise_batch(x, n_noise, self.generator)
+        noise = noise_batch(x, n_noise, self.generator, c.noise)
         if c.pgd_steps > 0:
             noise = pgd(model, noise, max_log_confidence, eps=c.eps, steps=c.pgd_steps,
                         step_size=c.eps / c.pgd_steps * c.step_factor, generator=self.generator,
@@ -129,6 +133,16 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
     g.add_argument("--noise-loss", default=d.noise_loss, choices=("max_conf", "uniform"),
                    help="loss on noise: log max-softmax, or cross-entropy to the uniform label")
+    g.add_argument("--noise", default=",".join(d.noise), type=families,
+                   help=f"comma-separated noise families (training.noise): {', '.join(FAMILIES)}; strokes are "
+                   "random pen strokes, a negative for filled-shape data (never for digits)")
+
+
+def families(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names or set(names) - set(FAMILIES):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(FAMILIES)}, comma-separated; got {text!r}")
+    return names
 
 
 def wrap(base: dict, args: argparse.Namespace) -> dict:
@@ -136,4 +150,4 @@ def wrap(base: dict, args: argparse.Namespace) -> dict:
     if args.at_frac == 0:
         return base
     return spec("acet", base=base, at_frac=args.at_frac, pgd_steps=args.pgd_steps, eps=args.eps,
-                step_factor=args.step_factor, noise_loss=args.noise_loss)
+                step_factor=args.step_factor, noise_loss=args.noise_loss, noise=args.noise)
