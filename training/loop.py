@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
     method, model, optim = _build(cfg, procs, splits.info, total_steps, resume)
     start_epoch, step = (resume["epoch"] + 1, resume["step"]) if resume else (0, 0)
+    seconds = resume.get("train_seconds", 0.0) if resume else 0.0  # wall time of training so far, across resumes
     forward = Step(model, method)
     if procs.ddp:
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
@@ -151,6 +153,7 @@ def train(cfg: TrainConfig) -> Path:
         if n_steps <= 0:
             break
         model.train()
+        started = time.perf_counter()
         batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
         for i, idx in zip(range(n_steps), batches, strict=False):
             x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment)
@@ -159,11 +162,12 @@ def train(cfg: TrainConfig) -> Path:
                 log.batch(epoch, epochs, n_steps, step + i + 1, stats, len(idx) * procs.world,
                           optim.sched.get_last_lr()[0])
         step += n_steps
+        seconds += time.perf_counter() - started
         rng = _rng_states_of_every_rank(method, procs)
         if log:
             val_acc = accuracy(model, splits.val, device)
             checkpoint.save(checkpoint.payload(model, method, cfg, splits.info, **optim.state(), epoch=epoch,
-                                               step=step, rng=rng), ckpt_path)
+                                               step=step, rng=rng, train_seconds=seconds), ckpt_path)
             log.epoch_end(epoch, epochs, step, val_acc)
     if log:
         log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path)

@@ -26,6 +26,12 @@ def auroc(id_conf: np.ndarray, ood_conf: np.ndarray) -> float:
     return float(roc_auc_score(*_labels_scores(id_conf, ood_conf)))
 
 
+def auroc_standard_error(a: float, n_id: int, n_ood: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUROC ``a`` measured on n_id and n_ood samples."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return float(np.sqrt((a * (1 - a) + (n_id - 1) * (q1 - a * a) + (n_ood - 1) * (q2 - a * a)) / (n_id * n_ood)))
+
+
 def fpr_at_tpr(id_conf: np.ndarray, ood_conf: np.ndarray, tpr: float = 0.95) -> float:
     """Share of OOD inputs accepted when the threshold keeps ``tpr`` of in-distribution inputs."""
     fpr, tprs, _ = roc_curve(*_labels_scores(id_conf, ood_conf))

@@ -87,3 +87,11 @@ def test_break_ties_resolves_only_exact_ties():
 def test_empty_side_gives_nan():
     out = m.all_metrics(np.array([0.1, 0.2]), np.array([]))
     assert all(np.isnan(v) for v in out.values())
+
+
+def test_auroc_standard_error_matches_the_spread_of_repeated_measurements():
+    rng = np.random.default_rng(0)
+    draws = [m.auroc(rng.normal(1.0, 1, 300), rng.normal(0.0, 1, 200)) for _ in range(2000)]
+    se = m.auroc_standard_error(float(np.mean(draws)), 300, 200)
+    assert abs(se - np.std(draws)) / np.std(draws) < 0.1
+    assert m.auroc_standard_error(1.0, 300, 200) == 0.0

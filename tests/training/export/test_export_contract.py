@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from scipy import stats
 
 from service.modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata
 from training import data as datasets
@@ -62,7 +63,10 @@ def test_stored_threshold_rejects_five_percent_of_held_out_in_distribution_image
     assert {"uniform", "permuted"} <= set(meta.evaluation.ood)
     assert all(0.0 <= r.accepted <= 1.0 for r in meta.evaluation.ood.values())
     # conformal p-values of in-distribution images are ~uniform: about 5 % fall below 0.05
-    assert 0.02 <= float((meta.calibration.p_values(scores) < 0.05).mean()) <= 0.08
+    p_values = meta.calibration.p_values(scores)
+    assert 0.02 <= float((p_values < 0.05).mean()) <= 0.08
+    # and the metadata carries the uniformity test of exactly these p-values
+    assert meta.evaluation.id_p_value_uniformity == pytest.approx(stats.kstest(p_values, "uniform").pvalue, rel=1e-9)
 
 
 def test_metadata_describes_the_model(exported):

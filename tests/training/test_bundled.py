@@ -1,0 +1,23 @@
+"""The bundled models' recipe code (``training.bundled``) on a small real checkpoint: the card's OOD images."""
+
+from __future__ import annotations
+
+import torch
+
+from training.bundled import ood_images, spec_line
+from training.methods import spec
+
+
+def test_card_sets_that_draw_on_the_test_split_get_it(plain_ckpt):
+    # uniform / permuted / noise are built from the model's own test images (a card once crashed on them)
+    sets = ood_images(("uniform", "permuted"), "unused", plain_ckpt, adversarial=False)
+    sets.update(ood_images(("noise",), "unused", plain_ckpt, adversarial=False))
+    assert set(sets) == {"uniform", "permuted", "noise"}
+    for x in sets.values():
+        assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+
+
+def test_a_spec_line_names_every_option_and_the_wrapped_method():
+    line = spec_line(spec("acet", base=spec("isomax+"), pgd_steps=0, noise=("uniform", "strokes")))
+    assert "pgd_steps=0" in line and "noise=uniform+strokes" in line
+    assert line.index("base: name=isomax+") > line.index("noise=")
