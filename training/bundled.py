@@ -201,7 +201,7 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
 | reject threshold | {cal.threshold:.6g} (keeps {cal.tpr:.0%} of {cal.n} validation images) |
 | rejected at that threshold | {100 * ev.id_reject_rate:.2f} % of the test split (the promise: {100 * (1 - cal.tpr):.0f} %) |
 | conformal p-values on the test split | Kolmogorov-Smirnov p = {ev.id_p_value_uniformity:.3g} against U[0,1] (uniform, as exchangeable calibration gives, unless p < 0.01) |
-| training time | {training} on {platform.machine()} CPU, {torch.get_num_threads()} thread(s); export and card {seconds / 60:.1f} min |
+| training time | {training} on an {platform.machine()} CPU; export and card {seconds / 60:.1f} min |
 | file | `{name}.onnx`, weights stored as float16, arithmetic float32 |
 {choice}
 ## Data
