@@ -74,14 +74,20 @@ def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator |
     return ink.view(n, 1, h, w).expand(n, c, h, w).contiguous()
 
 
+def check_families(names) -> tuple[str, ...]:
+    """``names`` as a tuple, or ValueError when it is empty or names an unknown family."""
+    names = tuple(names)
+    if not names or set(names) - set(FAMILIES):
+        raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(names) or 'none'}")
+    return names
+
+
 def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None,
                 families: tuple[str, ...] = DEFAULT_FAMILIES) -> torch.Tensor:
     """``n`` noise images shaped like ``images`` (float, [0, 1]), split evenly over ``families``."""
     if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
         return 3 * torch.rand(n, *images.shape[1:], device=images.device, generator=generator) - 1
-    unknown = set(families) - set(FAMILIES)
-    if unknown or not families:
-        raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(families)}")
+    families = check_families(families)
     counts = [n // len(families) + (i < n % len(families)) for i in range(len(families))]
     parts = []
     for family, k in zip(families, counts, strict=True):

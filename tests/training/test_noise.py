@@ -62,3 +62,8 @@ def test_a_checkpoint_keeps_the_noise_families(tmp_path):
     assert build(json.loads(json.dumps(stored))).config.noise == ("uniform", "strokes")  # ONNX metadata: a list
     older = {k: v for k, v in spec("acet").items() if k != "noise"}  # written before the option existed
     assert build(older).config.noise == ("uniform", "permuted")
+
+
+def test_a_spec_with_an_unknown_family_is_refused():
+    with pytest.raises(ValueError, match="noise families"):
+        build(spec("acet", noise=("uniform", "plaid")))

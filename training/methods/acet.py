@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..attacks import max_log_confidence, pgd
-from ..noise import DEFAULT_FAMILIES, FAMILIES, noise_batch
+from ..noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
 from .api import LossAndStats, Method, build, register, spec
 from .plain import Plain
 
@@ -56,9 +56,7 @@ class ACET(Method):
         super().__init__(config)
         if self.config.noise_loss not in ("max_conf", "uniform"):
             raise ValueError(f"noise_loss must be 'max_conf' or 'uniform', not {self.config.noise_loss!r}")
-        self.config.noise = tuple(self.config.noise)  # a spec read back from JSON holds a list
-        if not self.config.noise or set(self.config.noise) - set(FAMILIES):
-            raise ValueError(f"noise must be some of {', '.join(FAMILIES)}, not {', '.join(self.config.noise)}")
+        self.config.noise = check_families(self.config.noise)  # a spec read back from JSON holds a list
         self.base = build(self.config.base)
         if not isinstance(self.base, Plain):
             raise ValueError(f"ACET wraps a softmax classifier (plain, isomax+), not {self.base.name!r}")
@@ -139,10 +137,10 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
 
 
 def families(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not names or set(names) - set(FAMILIES):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(FAMILIES)}, comma-separated; got {text!r}")
-    return names
+    try:
+        return check_families(t.strip() for t in text.split(",") if t.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} (comma-separated)") from None
 
 
 def wrap(base: dict, args: argparse.Namespace) -> dict:
