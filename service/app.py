@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse
 from service import errors, predict, v2protocol, v2repository
 from service.decodepool import DecodePool
 from service.draining import Drain
+from service.errors import ServiceError
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, RequestIdLogFilter, RequestMetrics
+from service.middleware import BodySizeLimit, DirectRoute, RequestIdLogFilter, RequestMetrics
 from service.registry import ModelRegistry, ServedModel
 from service.repository import ModelRepository
 from service.schemas import Liveness, ModelInfo, ModelList, Readiness, error_responses
@@ -72,7 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.decode_pool = decode_pool
     app.state.drain = drain
+    errors.install(app)
+    app.include_router(predict.router)
+    app.include_router(router)
+    app.include_router(v2protocol.router)
+    app.include_router(v2repository.router)
     # The middleware added last is the outermost: RequestMetrics times and counts everything.
+    [predict_route] = predict.router.routes
+    app.add_middleware(
+        DirectRoute, route=predict_route, endpoint=predict.predict, on_error=app.exception_handlers[ServiceError]
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(
         RequestMetrics,
@@ -81,11 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         shed=predict.shed_when_full(registry),
     )
-    errors.install(app)
-    app.include_router(predict.router)
-    app.include_router(router)
-    app.include_router(v2protocol.router)
-    app.include_router(v2repository.router)
     return app
 
 

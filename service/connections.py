@@ -61,6 +61,7 @@ class ServiceConfig(uvicorn.Config):
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            access_log=settings.access_log,
             http=LimitedHttpToolsProtocol,
             timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works
             limit_concurrency=settings.max_connections,

@@ -40,7 +40,7 @@ T = TypeVar("T")
 # An image whose decode costs at most 1/SMALL_SHARE of the budget decodes without waiting for it.
 SMALL_SHARE = 64
 INLINE_BYTES = 32 * 1024
-INLINE_COST = 128 * 1024
+INLINE_COST = 384 * 1024  # imaging's fixed 256 KiB per decode plus ~128 KiB of pixels (RGB up to ~130x130)
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 20
 

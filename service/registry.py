@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.batcher import Announcement, Batcher
+from service.batcher import Announcement, Batcher, Outputs
 from service.errors import ServiceError
 from service.metrics import ModelMetrics
 from service.modelfile import ModelMetadata
@@ -67,20 +68,36 @@ class ServedModel:
 
     async def classify(self, images: np.ndarray, timeout_s: float, announced: Announcement | None = None) -> Verdicts:
         out = await self.batcher.submit(images, timeout_s, announced)
-        return self.verdicts(out["probabilities"], out["ood_score"])
+        return Verdicts(out["probabilities"], out["ood_score"], out["is_ood"], out["p_value"])
 
     def verdicts(self, probabilities: np.ndarray, scores: np.ndarray) -> Verdicts:
-        """The reject decision, failing closed: a score that is not a finite number is OOD."""
-        calibration = self.metadata.calibration
-        finite = np.isfinite(scores)
-        # `NaN > threshold` is False: written as "not at or below", NaN and +-inf are rejected.
-        is_ood = ~(scores <= calibration.threshold) | ~finite
-        p_values = np.where(finite, calibration.p_values(np.where(finite, scores, 0.0)), 0.0)
-        if not finite.all():
-            log.warning("model '%s' returned %d non-finite ood_score(s); flagged as OOD", self.name, (~finite).sum())
-        # Histogram sums stay numbers: a NaN observed once would make them NaN for the process's life.
-        self._metrics.observe_verdicts(scores[finite], p_values[finite], is_ood)
-        return Verdicts(probabilities, scores, is_ood, p_values)
+        return verdicts(self.metadata, self._metrics, probabilities, scores)
+
+
+def inference_with_verdicts(runtime: ModelRuntime, metrics: ModelMetrics) -> Callable[[np.ndarray], Outputs]:
+    """What a model's batcher runs: the model, then the verdicts for the whole batch at once (on the
+    inference thread, once per batch rather than once per request)."""
+
+    def infer(images: np.ndarray) -> Outputs:
+        out = runtime.run(images)
+        v = verdicts(runtime.metadata, metrics, out["probabilities"], out["ood_score"])
+        return {"probabilities": v.probabilities, "ood_score": v.ood_score, "is_ood": v.is_ood, "p_value": v.p_value}
+
+    return infer
+
+
+def verdicts(metadata: ModelMetadata, metrics: ModelMetrics, probabilities: np.ndarray, scores: np.ndarray) -> Verdicts:
+    """The reject decision, failing closed: a score that is not a finite number is OOD."""
+    calibration = metadata.calibration
+    finite = np.isfinite(scores)
+    # `NaN > threshold` is False: written as "not at or below", NaN and +-inf are rejected.
+    is_ood = ~(scores <= calibration.threshold) | ~finite
+    p_values = np.where(finite, calibration.p_values(np.where(finite, scores, 0.0)), 0.0)
+    if not finite.all():
+        log.warning("model '%s' returned %d non-finite ood_score(s); flagged as OOD", metadata.name, (~finite).sum())
+    # Histogram sums stay numbers: a NaN observed once would make them NaN for the process's life.
+    metrics.observe_verdicts(scores[finite], p_values[finite], is_ood)
+    return Verdicts(probabilities, scores, is_ood, p_values)
 
 
 def newest_first(versions: dict[str, ServedModel]) -> list[ServedModel]:

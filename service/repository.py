@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from service.batcher import Batcher
 from service.metrics import Metrics
 from service.modelfile import InvalidModelFile
-from service.registry import ModelRegistry, Origin, ServedModel
+from service.registry import ModelRegistry, Origin, ServedModel, inference_with_verdicts
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -216,7 +216,7 @@ class ModelRepository:
         metrics = self._metrics.for_model(runtime.metadata)
         batcher = Batcher(
             name,
-            runtime.run,
+            inference_with_verdicts(runtime, metrics),
             metrics,
             max_batch_size=s.max_batch_size,
             max_delay_s=s.max_delay_ms / 1000,

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 from hostile_images import png_rows
-from samples import digit_png
+from samples import digit_png, encode, photo
 from servers import ServerThread, settings_for
 
-from service.decodepool import SMALL_SHARE, DecodePool
+from service.decodepool import INLINE_BYTES, SMALL_SHARE, DecodePool
 from service.errors import DeadlineExceeded, Overloaded
 from service.imaging import Limits, open_image
 from service.modelfile import InputSpec
@@ -97,14 +97,19 @@ def test_a_past_deadline_is_a_504_naming_the_decoding():
 
 
 def test_a_request_with_more_images_than_the_decode_queue_takes_gets_503(model_dir):
-    png, _ = digit_png(0)
+    # A photo, not a digit: tiny images are decoded on the event loop and never wait in the queue.
+    png = encode(photo("chelsea"))
+    assert len(png) > INLINE_BYTES
     files = [("files", (f"{i}.png", png, "image/png")) for i in range(4)]
     with ServerThread(settings_for(model_dir, max_decode_queue=2)) as server:
         response = httpx.post(f"{server.url}/predict", files=files, timeout=30)
         after = httpx.post(f"{server.url}/predict", files=files[:2], timeout=30)
+        digits = [("files", (f"{i}.png", digit_png(i)[0], "image/png")) for i in range(4)]
+        tiny = httpx.post(f"{server.url}/predict", files=digits, timeout=30)
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "decode_queue_full"
     assert after.status_code == 200
+    assert tiny.status_code == 200, tiny.text  # decoded inline, so never counted in the queue
 
 
 def slow_body(data: bytes, pieces: int, pause_s: float) -> Iterator[bytes]:

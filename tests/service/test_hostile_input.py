@@ -172,8 +172,25 @@ REFUSED = [
         "multipart-malformed",
         lambda: raw(b"--zzz\r\nnonsense", "multipart/form-data; boundary=zzz"),
         400,
-        "no_image",
-        "no image in the form",
+        "invalid_multipart",
+        "part 1's headers do not end",
+    ),
+    refused(
+        "multipart-without-boundary",
+        lambda: raw(b"--zzz\r\n\r\n--zzz--", "multipart/form-data"),
+        400,
+        "invalid_multipart",
+        "no boundary",
+    ),
+    refused(
+        "multipart-cut-short",
+        lambda: raw(
+            b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc',
+            "multipart/form-data; boundary=zzz",
+        ),
+        400,
+        "invalid_multipart",
+        "not closed by the boundary",
     ),
     # --- bytes that are no image, or not one of ours
     refused("pdf", lambda: upload(b"%PDF-1.7\n" + b"x" * 500, "doc.pdf"), 400, "not_an_image", "'doc.pdf'", "PNG"),
