@@ -20,7 +20,7 @@ from service.decodepool import DecodePool
 from service.draining import Drain
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, DirectRoute, RequestIdLogFilter, RequestMetrics
+from service.middleware import BodySizeLimit, DirectRoute, EarlyRefusal, RequestIdLogFilter, RequestMetrics
 from service.registry import ModelRegistry, ServedModel
 from service.repository import ModelRepository
 from service.schemas import Liveness, ModelInfo, ModelList, Readiness, error_responses
@@ -84,13 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         DirectRoute, route=predict_route, endpoint=predict.predict, on_error=app.exception_handlers[ServiceError]
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    shed = predict.shed_when_full(registry)
     app.add_middleware(
-        RequestMetrics,
-        metrics=metrics,
-        drain=drain,
-        body_timeout_s=settings.body_timeout_s,
-        shed=predict.shed_when_full(registry),
+        RequestMetrics, metrics=metrics, drain=drain, body_timeout_s=settings.body_timeout_s, shed=shed
     )
+    # For python -m service's HTTP protocol (service/connections.py): refusing before the app runs.
+    app.state.early_refusal = EarlyRefusal(shed, metrics, paths={"/predict"})
     return app
 
 

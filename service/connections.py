@@ -31,6 +31,7 @@ from typing import Any
 
 import uvicorn
 import uvicorn.config
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.settings import Settings
@@ -81,6 +82,16 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+def _early_refusal(app: ASGIApp) -> Any:
+    """The service's ``app.state.early_refusal`` (service/middleware.py), under uvicorn's wrappers."""
+    for _ in range(8):  # uvicorn wraps the app in a middleware or two, each keeping it as `.app`
+        state = getattr(app, "state", None)
+        if state is not None:
+            return getattr(state, "early_refusal", None)
+        app = getattr(app, "app", None)
+    return None
+
+
 class _HeadTooLarge(Exception):
     pass
 
@@ -90,6 +101,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self.limits: Limits = getattr(config, "limits", Limits())
         self._over_limit, self.limit_concurrency = self.limit_concurrency, None
+        self._early_refusal = _early_refusal(self.app)
         self._head_bytes = 0  # bytes received since the last request's headers were complete
         self._head_size = 0  # the current request's line and headers, as parsed
         self._in_body = False
@@ -148,9 +160,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # a WARNING line each); the request middleware answers it instead.
         if self._over_limit is not None and max(len(self.connections), len(self.tasks)) >= self._over_limit:
             self.scope[OVER_CONNECTION_LIMIT] = self._over_limit  # type: ignore[literal-required]
+        elif self._early_refusal is not None and (refuse := self._refusal()) is not None:
+            # uvicorn runs `self.app` for the request it is about to start: this once, the refusal instead.
+            app, self.app = self.app, refuse
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         super().on_headers_complete()
         if self._stopping and self.cycle is not None:
             self.cycle.keep_alive = False
+
+    def _refusal(self) -> ASGIApp | None:
+        """The app's early refusal for this request (a full model queue), judged from its line alone."""
+        path, _, query = self.url.partition(b"?")
+        if path not in self._early_refusal.paths:  # type: ignore[union-attr]
+            return None
+        method = self.parser.get_method().decode("ascii")
+        return self._early_refusal.app_for(method, path.decode("ascii"), query.partition(b"#")[0])  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

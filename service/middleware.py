@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -123,6 +124,47 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+class EarlyRefusal:
+    """Refusals decided from the request line alone, answered before the app runs at all.
+
+    ``python -m service``'s HTTP protocol asks :meth:`app_for` as soon as a request's head is parsed
+    and, for a refusal (a model whose queue is full), runs the small ASGI app it returns instead of
+    the service: no middleware stack, no request object, a response body built once per error. Under
+    overload refusing is most of what the server does, so its cost decides how much CPU is left for
+    the requests it accepts. The answer is the one ``RequestMetrics`` would give (JSON error,
+    Retry-After, X-Request-ID, counted in the request metrics); that path still refuses requests
+    under servers without the service's protocol.
+    """
+
+    def __init__(self, shed: Shed, metrics: Metrics, paths: set[str]):
+        self.shed = shed
+        self.metrics = metrics
+        self.paths = frozenset(p.encode() for p in paths)  # the only paths ``shed`` can refuse
+        self.bursts = BurstLog()
+
+    def app_for(self, method: str, path: str, query_string: bytes) -> ASGIApp | None:
+        refusal = self.shed({"type": "http", "method": method, "path": path, "query_string": query_string})
+        if refusal is None:
+            return None
+        endpoint, exc = refusal
+
+        async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+            started = time.perf_counter()
+            body = orjson.dumps({"error": {"code": exc.code, "message": exc.message}})
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", _request_id(scope).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+            ]
+            self.bursts.warning(Request(scope), exc)
+            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            self.metrics.observe_request(endpoint, "", exc.status, time.perf_counter() - started)
+
+        return refuse
 
 
 class BodyTimeout(ServiceError):

@@ -1,4 +1,6 @@
-"""A full queue refuses ``POST /predict`` with 503 + Retry-After before the request's body is read.
+"""A full queue refuses ``POST /predict`` with 503 + Retry-After before the request's body is read:
+in the request middleware under any ASGI server, and under ``python -m service`` in its HTTP protocol
+before the app runs at all.
 
 The refused request declares a 1 MB body and sends none of it: the answer can only come before the
 body was read. Requests are held in the queue by configuration (a long delay that applies even
@@ -7,13 +9,18 @@ when the model is idle), not by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from samples import digit_png
-from servers import ServerThread, metric, settings_for, wait_until
+from servers import ServerProcess, ServerThread, metric, settings_for, wait_until
+
+from service.batcher import QueueFull
+from service.metrics import Metrics
+from service.middleware import EarlyRefusal
 
 
 def _post_digit(url: str) -> httpx.Response:
@@ -51,3 +58,58 @@ def test_a_full_queue_refuses_before_reading_the_body(model_dir):
     assert headers["retry-after"] == "1"
     assert json.loads(body)["error"]["code"] == "queue_full"
     assert [r.status_code for r in answered] == [200, 200]
+
+
+def test_python_m_service_refuses_from_the_request_line_before_the_app_runs(model_dir):
+    env = {
+        "OODSERVE_MODEL_DIR": str(model_dir),
+        "OODSERVE_THREADS": "1",
+        "OODSERVE_DRAIN_DELAY_S": "0",
+        "OODSERVE_MAX_QUEUE": "2",
+        "OODSERVE_MAX_DELAY_MS": "5000",
+        "OODSERVE_BATCH_WAIT_WHEN_IDLE": "true",
+    }
+
+    def metrics() -> str:
+        return httpx.get(f"{server.url}/metrics", timeout=30).text
+
+    with ServerProcess(env) as server, ThreadPoolExecutor(2) as background:
+        held = [background.submit(_post_digit, server.url) for _ in range(2)]
+        wait_until(lambda: metric(metrics(), "oodserve_queue_depth") == 2, what="2 queued requests")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nX-Request-ID: shed-1\r\n"
+                b"Content-Length: 1000000\r\n\r\n"
+            )
+            status, headers, body = _read_response(sock)
+        refused = metric(metrics(), "oodserve_requests_total", endpoint="/predict", model="", status="503")
+        answered = [f.result(timeout=60) for f in held]
+    assert status.split()[1] == "503", status
+    assert (headers["retry-after"], headers["x-request-id"]) == ("1", "shed-1")
+    assert json.loads(body)["error"]["code"] == "queue_full"
+    assert refused == 1  # counted like any other answer
+    assert [r.status_code for r in answered] == [200, 200]
+
+
+def test_the_early_answer_is_the_error_the_app_would_give_and_is_counted():
+    metrics = Metrics()
+    full = QueueFull("model 'm' has 2 images queued", headers={"Retry-After": "1"})
+    early = EarlyRefusal(lambda scope: ("/predict", full) if scope["method"] == "POST" else None, metrics, {"/predict"})
+    assert early.app_for("GET", "/predict", b"") is None
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        raise AssertionError("the refusal must not read the body")
+
+    headers = [(b"x-request-id", b"r-1")]
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"", "headers": headers}
+    asyncio.run(early.app_for("POST", "/predict", b"")(scope, receive, send))
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 503 and headers[b"retry-after"] == b"1" and headers[b"x-request-id"] == b"r-1"
+    assert json.loads(body["body"]) == {"error": {"code": "queue_full", "message": "model 'm' has 2 images queued"}}
+    exposition = metrics.exposition()[0].decode()
+    assert metric(exposition, "oodserve_requests_total", endpoint="/predict", model="", status="503") == 1
