@@ -37,6 +37,7 @@ import hashlib
 import json
 import resource
 import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -199,13 +200,16 @@ def run_stage(method: Method, b: Budget, args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stamp_path.write_text(json.dumps(stamp, indent=1))
     t, c = time.perf_counter(), cpu_seconds()
-    cli.main(method.name, argv + resume)
-    for done in (out / "last.pt", out / "pretrain" / "last.pt"):
-        if done.exists():
-            slim(done)
-    stamp.update(done=True, seconds=stamp["seconds"] + time.perf_counter() - t,
-                 cpu_seconds=stamp["cpu_seconds"] + cpu_seconds() - c, sessions=stamp["sessions"] + 1)
-    stamp_path.write_text(json.dumps(stamp, indent=1))
+    try:
+        cli.main(method.name, argv + resume)
+        for done in (out / "last.pt", out / "pretrain" / "last.pt"):
+            if done.exists():
+                slim(done)
+        stamp["done"] = True
+    finally:  # an interrupted invocation's epochs are kept, so its time counts too
+        stamp.update(seconds=stamp["seconds"] + time.perf_counter() - t,
+                     cpu_seconds=stamp["cpu_seconds"] + cpu_seconds() - c, sessions=stamp["sessions"] + 1)
+        stamp_path.write_text(json.dumps(stamp, indent=1))
     log(f"{method.label}: trained in {stamp['seconds'] / 60:.1f} min")
     return stamp
 
@@ -261,8 +265,9 @@ def evaluate(methods: list[Method], b: Budget, args: argparse.Namespace, bench_d
 def stage_times(stamps: dict[str, dict], ev: dict) -> list[str]:
     rows = ["| stage | wall (min) | CPU (min) | invocations | state |", "|---|---|---|---|---|"]
     for label, s in stamps.items():
+        untimed = f"; {s['untimed']}" if s.get("untimed") else ""
         rows.append(f"| {label} | {s['seconds'] / 60:.1f} | {s['cpu_seconds'] / 60:.1f} | {s['sessions']} | "
-                    f"{'finished' if s['done'] else '**unfinished**'} |")
+                    f"{'finished' if s['done'] else '**unfinished**'}{untimed} |")
     rows.append(f"| evaluation (export + all rows) | {ev['seconds'] / 60:.1f} | {ev['cpu_seconds'] / 60:.1f} | 1 | "
                 "finished |")
     wall = sum(s["seconds"] for s in stamps.values()) + ev["seconds"]
@@ -323,8 +328,8 @@ def write_report(args: argparse.Namespace, b: Budget, overrides: list[str], meth
               "", f"![score histograms]({rel('hist.png')})", "", f"![ROC curves]({rel('roc.png')})", "",
               "## Time", "", *stage_times(stamps, ev), "",
               "Wall and CPU (user + system, all threads) time of each stage, summed over the invocations that ran "
-              "it to the end; an invocation stopped in the middle of a stage is not counted (its epochs are "
-              "kept and the next one resumes after them)."]
+              "it, including one stopped in the middle (its epochs are kept and the next one resumes after them) "
+              "unless it was killed outright; a stage with untimed epochs says so."]
     report = args.out / "cifar10-benchmark.md"
     report.write_text("\n".join(lines) + "\n")
     return report
@@ -332,7 +337,12 @@ def write_report(args: argparse.Namespace, b: Budget, overrides: list[str], meth
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    command = "python bench/cifar10_benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped stage still records its time
+    given = argv if argv is not None else sys.argv[1:]
+    # the report names the command that makes all of it: --stages only splits that work between invocations
+    whole = [a for i, a in enumerate(given) if a != "--stages" and (i == 0 or given[i - 1] != "--stages")
+             and not a.startswith("--stages=")]
+    command = "python bench/cifar10_benchmark.py " + shlex.join(whole)
     b, overrides = budget_of(args)
     stages = args.stages.split(",") if args.stages else [*(m.label for m in METHODS), "eval", "report"]
     unknown = set(stages) - {m.label for m in METHODS} - {"eval", "report"}
