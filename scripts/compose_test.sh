@@ -111,7 +111,10 @@ phase_done "drain check (SIGTERM)"
 exit_code=$(docker inspect --format '{{.State.ExitCode}}' "$container")
 [[ $exit_code == 143 || $exit_code == 0 ]] ||
   die "the service exited with $exit_code on SIGTERM (137: killed after the grace period)"
-docker logs "$container" 2>&1 | grep -q 'Application shutdown complete' ||
+# Into a variable first: `docker logs | grep -q` fails under pipefail when grep's early exit leaves
+# docker logs writing into a closed pipe (SIGPIPE), which CI saw after a clean shutdown.
+service_log=$(docker logs "$container" 2>&1)
+grep -q 'Application shutdown complete' <<<"$service_log" ||
   die "no 'Application shutdown complete' in the service's log after SIGTERM"
 log "SIGTERM: drained and shut down cleanly (exit code $exit_code)"
 
