@@ -2,20 +2,20 @@
 
     .venv/bin/python bench/serve_bench.py [--quick] [--seconds 5] [--before DIR] [--out docs/results/serving.md]
 
-For each model (the bundled LeNet with a 28x28 PNG upload; an untrained resnet_small 3x32x32 with a
-32x32 JPEG upload) it starts every server for real on a loopback port, pinned to core 0 with
-``taskset``, all at once (idle ones cost nothing), and drives them with ``wrk`` (one thread, pinned to
-core 1; a Lua script sends the multipart upload) at concurrency 1, 8, 32 and 128, interleaved: for
-each concurrency every server in turn, so load from elsewhere on the machine falls on all of them
-alike. Servers: oodserve with its defaults, oodserve with batching off (``max_batch_size=1``), the
-naive FastAPI + onnxruntime server and the HTTP floor (bench/serving/baselines.py), and with
-``--before DIR`` the service from another source tree (the before of a change). Then, on oodserve,
-the open-loop client (bench/serving/openloop.py, pinned to core 1) offers half the measured
-capacity, and 4x the capacity followed by half of it (overload and recovery). Then 1 vs 2 workers,
-unpinned (client sharing the two cores), at c=128. Raw onnxruntime and ``load_image`` are timed in a
-process pinned to core 0 (bench/serving/rawcost.py). Every ratio in the report comes from points
-of this one run. ``uptime``'s load average is recorded at the start and end: other work on the
-machine shows there.
+For each model (the bundled LeNet with a 28x28 PNG upload; resnet_small 3x32x32, the bundled CIFAR-10
+model or an untrained export, with a 32x32 JPEG upload) it starts every server for real on a loopback
+port, pinned to core 0 with ``taskset``, all at once (idle ones cost nothing), and drives them with
+``wrk`` (one thread, pinned to core 1; a Lua script sends the multipart upload) at concurrency 1, 8, 32
+and 128, interleaved: for each concurrency every server in turn, so load from elsewhere on the machine
+falls on all of them alike. Servers: oodserve with its defaults, oodserve with batching off
+(``max_batch_size=1``), the naive FastAPI + onnxruntime server and the HTTP floor
+(bench/serving/baselines.py), and with ``--before DIR`` the service from another source tree (the before
+of a change). Then, on oodserve, the open-loop client (bench/serving/openloop.py, pinned to core 1)
+offers half the measured capacity, and 4x the capacity followed by half of it (overload and recovery).
+Then 1 vs 2 workers, unpinned (client sharing the two cores), at c=128. Raw onnxruntime and
+``load_image`` are timed in a process pinned to core 0 (bench/serving/rawcost.py). Every ratio in the
+report comes from points of this one run. ``uptime``'s load average is recorded at the start and end:
+other work on the machine shows there.
 """
 
 from __future__ import annotations
@@ -298,7 +298,8 @@ def bench_model(model: Model, workdir: Path, args: argparse.Namespace) -> dict:
     log = workdir / "servers.log"
     model.body_file = multipart(model, workdir)
     model.body_file.with_suffix(".lua").write_text(LUA)
-    result: dict = {"model": model.key, "raw": raw_costs(model, workdir), "closed": {}, "open": {}}
+    result: dict = {"model": model.key, "file": model.path.name, "raw": raw_costs(model, workdir), "closed": {},
+                    "open": {}}
     servers = servers_for(model, workdir, args)
     with running(servers, "0", log):
         for s in servers:

@@ -27,6 +27,10 @@ SCHEMA_VERSION = 1
 METADATA_KEY = "oodserve"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "ood_score", "logits")
+# An input with a pixel more than DOMAIN_TOLERANCE outside [0, 1] is not an image; the graph's input-domain
+# guard (training.domain_guard) gives it this ood_score, whatever the network says (docs/model-format.md).
+DOMAIN_TOLERANCE = 1.0 / 255.0
+OUT_OF_DOMAIN_SCORE = float(np.finfo(np.float32).max)
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]

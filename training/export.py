@@ -38,7 +38,7 @@ from service.modelfile import (
     read_metadata,
 )
 
-from . import checkpoint, ood_metrics, ood_sets, score_choice
+from . import checkpoint, domain_guard, ood_metrics, ood_sets, score_choice
 from . import data as datasets
 
 CALIBRATION_QUANTILES = 1001
@@ -56,7 +56,8 @@ class Deployable(nn.Module):
 
 
 def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) -> None:
-    """Write the graph (no metadata yet) with a dynamic batch dimension, as one file."""
+    """Write the graph (no metadata yet) with a dynamic batch dimension, as one file, its score guarded
+    against inputs outside [0, 1] (``training.domain_guard``)."""
     wrapper = Deployable(model, method).eval()
     example = torch.rand(2, info.channels, info.height, info.width)  # 2, not 1: a batch of 1 would specialise
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,7 @@ def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) ->
         dynamic_shapes={"images": {0: torch.export.Dim("N")}}, dynamo=True, external_data=False, optimize=True,
         verbose=False,
     )
+    domain_guard.add_to_file(path)
 
 
 def round_weights_to_fp16(model: nn.Module) -> None:

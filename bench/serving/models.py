@@ -1,8 +1,9 @@
-"""The two models the serving bench drives: the bundled LeNet, and an untrained resnet_small 3x32x32.
+"""The two models the serving bench drives: the bundled LeNet, and a resnet_small 3x32x32.
 
-resnet_small is exported with training's own path (``training.models.build`` + ``training.export.to_onnx``)
+resnet_small is the bundled CIFAR-10 model (``models/cifar10-*-resnet.onnx``) when the checkout has one;
+otherwise it is exported with training's own path (``training.models.build`` + ``training.export.to_onnx``)
 with random weights: the bench measures serving cost, which does not depend on what the weights learnt.
-Its calibration is copied from the bundled model (a p-value needs some sorted scores, not good ones).
+That file's calibration is copied from the bundled LeNet (a p-value needs some sorted scores, not good ones).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ DIGITS = ROOT / "tests" / "data" / "mnist-t10k-heldout"
 
 
 def resnet_small(cache: Path) -> Path:
-    """``cache/bench-resnet-small.onnx``, exported on first use (about 20 s with torch)."""
+    """The bundled CIFAR-10 resnet_small, else ``cache/bench-resnet-small.onnx``, exported on first use (about
+    20 s with torch)."""
+    bundled = sorted((ROOT / "models").glob("cifar10-*-resnet.onnx"))
+    if bundled:
+        return bundled[0]
     path = cache / "bench-resnet-small.onnx"
     if path.exists():
         return path

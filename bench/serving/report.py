@@ -208,6 +208,7 @@ def markdown(run: dict) -> str:
             "",
             f"## {model['model']}",
             "",
+            *([f"Model file `{model['file']}`.", ""] if "file" in model else []),
             *closed_table(model),
             "",
             f"Raw onnxruntime (1 thread, core 0), us per image: batch 1 {raw['ort_us_per_image_b1']:.0f}, "
