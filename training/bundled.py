@@ -174,23 +174,11 @@ def spec_line(method: dict, skip: tuple[str, ...] = ()) -> str:
 def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "",
          train_seconds: tuple[float, int] = (0.0, 0)) -> str:
     ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
-    timed, untimed = train_seconds
-    training = f"{timed / 60:.1f} min (every candidate, all stages)" if timed else "not recorded"
-    if timed and untimed:  # checkpoints written before training.loop recorded train_seconds
-        training = f"{timed / 60:.1f} min, plus {untimed} stage(s) trained before times were recorded"
+    training = _training_time(*train_seconds)
     rows = "\n".join(f"| {k} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | {r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |"
                      for k, r in ev.ood.items())
     recipe_line = spec_line(method, skip=("score",))  # the score row below names the one the file computes
-    choice = ""
-    if ev.score_choice:
-        how = "by `--score auto`" if recipe.score == "auto" else "at export"
-        choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
-                  + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
-    if chosen_table:
-        choice += ("\nThe method was chosen among the candidates below by `training.selection`: the best worse-of-two "
-                   f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
-                   f"accuracy, worse-of-two AUROCs within {selection.AUROC_TIE} counting as a tie that the sum of "
-                   "both decides (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n")
+    choice = _choice(recipe, ev, chosen_table)
     tuned = f", fine-tuned from `{Path(cfg['init_from']).parent.name}`" if cfg.get("init_from") else ""
     sets = [s for s in ev.ood if not s.startswith("scaled-noise")] + ["scaled-noise"] * any(
         s.startswith("scaled-noise") for s in ev.ood)
@@ -232,6 +220,29 @@ accepted at the test split's own 95 % point, a property of the ranking. {notes};
     {command}
 
 {_noise_note(method)}"""
+
+
+def _training_time(timed: float, untimed: int) -> str:
+    if not timed:
+        return "not recorded"
+    if untimed:  # checkpoints written before training.loop recorded train_seconds
+        return f"{timed / 60:.1f} min, plus {untimed} stage(s) trained before times were recorded"
+    return f"{timed / 60:.1f} min (every candidate, all stages)"
+
+
+def _choice(recipe: Recipe, ev, chosen_table: str) -> str:
+    """How the OOD score and the method were chosen, when there was a choice."""
+    choice = ""
+    if ev.score_choice:
+        how = "by `--score auto`" if recipe.score == "auto" else "at export"
+        choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
+                  + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
+    if chosen_table:
+        choice += ("\nThe method was chosen among the candidates below by `training.selection`: the best worse-of-two "
+                   f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
+                   f"accuracy, worse-of-two AUROCs within {selection.AUROC_TIE} counting as a tie that the sum of "
+                   "both decides (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n")
+    return choice
 
 
 def _noise_note(method: dict) -> str:

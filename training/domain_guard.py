@@ -25,11 +25,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE
 
 PREFIX = "domain_guard/"
 SCORE = "ood_score"
+
+
+def apply(images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The guard in torch: a checkpoint scored as its exported file scores (``training.scorers``)."""
+    flat = images.flatten(1)
+    outside = (flat.amin(1) < -DOMAIN_TOLERANCE) | (flat.amax(1) > 1.0 + DOMAIN_TOLERANCE)
+    return torch.where(outside, torch.full_like(scores, OUT_OF_DOMAIN_SCORE), scores)
 
 
 def is_guarded(proto) -> bool:

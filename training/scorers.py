@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from service.modelfile import INPUT_NAME, OUTPUT_NAMES, metadata_from_props, open_session
 
-from . import checkpoint
+from . import checkpoint, domain_guard
 from . import data as datasets
 from .ood_sets import InputShape
 
@@ -78,7 +78,9 @@ class TorchModel:
     def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
         parts = []
         for s in batches(len(images), batch_size, desc, progress):
-            p, score, logits = self.method.outputs(self.model, datasets.as_float(images[s]).to(self.device))
+            x = datasets.as_float(images[s]).to(self.device)
+            p, score, logits = self.method.outputs(self.model, x)
+            score = domain_guard.apply(x, score)  # as the exported file scores it
             parts.append((p.float().cpu().numpy(), score.float().cpu().numpy(), logits.float().cpu().numpy()))
         return Outputs.concat(parts)
 
