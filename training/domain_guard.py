@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE
+from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES
 
 PREFIX = "domain_guard/"
-SCORE = "ood_score"
+_, SCORE, _ = OUTPUT_NAMES  # the output the guard takes over
 
 
 def apply(images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

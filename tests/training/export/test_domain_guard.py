@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, read_metadata
+from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES, read_metadata
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 from training.export import Deployable
@@ -66,7 +66,7 @@ def test_the_command_guards_a_file_exported_without_it_once(plain_ckpt, tmp_path
     model, method, _ = build_model(load_checkpoint(plain_ckpt))
     path = tmp_path / "unguarded.onnx"
     torch.onnx.export(Deployable(model, method).eval(), (torch.rand(2, 1, 28, 28),), str(path),
-                      input_names=[INPUT_NAME], output_names=["probabilities", "ood_score", "logits"],
+                      input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                       dynamic_shapes={"images": {0: torch.export.Dim("N")}}, dynamo=True, verbose=False)
     x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
     x[2:] *= 255
