@@ -22,6 +22,9 @@ from torch import nn
 from . import checkpoint, methods, models
 from . import data as datasets
 from .config import TrainConfig
+from .lookahead import Lookahead
+from .optim import Optimisation
+from .precision import Precision
 from .progress import EpochLog
 
 
@@ -86,37 +89,7 @@ class Step(nn.Module):
         return self.method.updates[i](self.model, x, y)
 
 
-@dataclass
-class Optimisation:
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype
-
-    @classmethod
-    def for_run(cls, model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device) -> Optimisation:
-        """SGD with momentum, the learning rate divided by 10 at each milestone (shares of all steps)."""
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        milestones = sorted({int(f * total_steps) for f in cfg.lr_milestones})
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
-        amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-        use_scaler = cfg.amp and device.type == "cuda" and amp_dtype == torch.float16
-        return cls(opt, sched, torch.amp.GradScaler("cuda", enabled=use_scaler), amp_dtype)
-
-    def state(self) -> dict:
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict()}
-
-    def load(self, ckpt: dict) -> None:
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-
-    def step(self, loss: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+WHITENING_IMAGES = 5000  # training images a data-fitted first layer is computed from (airbench: 5,000)
 
 
 def steps_of(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int, int]:
@@ -137,16 +110,18 @@ def train(cfg: TrainConfig) -> Path:
     splits = datasets.load(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed,
                            download=cfg.download and procs.master)
     steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
-    method, model, optim = _build(cfg, procs, splits.info, total_steps, resume)
+    precision = Precision.for_run(device, cfg.amp, say=print if procs.master else lambda _: None)
+    method, model, optim, lookahead = _build(cfg, procs, splits, total_steps, precision, resume)
     start_epoch, step = (resume["epoch"] + 1, resume["step"]) if resume else (0, 0)
     seconds = resume.get("train_seconds", 0.0) if resume else 0.0  # wall time of training so far, across resumes
+    history = resume.get("history", []) if resume else []  # per epoch: validation accuracy, minutes so far
     forward = Step(model, method)
     if procs.ddp:
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
                                                       else None, find_unused_parameters=method.find_unused_parameters)
     log = EpochLog(cfg, procs, total_steps) if procs.master else None
     if log:
-        log.start(method.label, splits, resume, ckpt_path)
+        log.start(method.label, splits, resume, ckpt_path, precision.name)
     train_x, train_y = splits.train.x.to(device), splits.train.y.to(device)
     for epoch in range(start_epoch, epochs):
         n_steps = min(steps_per_epoch, total_steps - step)
@@ -154,43 +129,57 @@ def train(cfg: TrainConfig) -> Path:
             break
         model.train()
         started = time.perf_counter()
+        flips = datasets.alternating_flips(len(train_y), epoch, cfg.seed) if cfg.flip == "alternating" else None
         batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
         for i, idx in zip(range(n_steps), batches, strict=False):
-            x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment)
-            stats = _one_batch(forward, method, optim, x, train_y[idx.to(device)], cfg.amp and device.type == "cuda")
+            x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment, pad=cfg.translate,
+                                 pad_mode=cfg.pad_mode, flip=None if flips is None else flips[idx])
+            stats = _one_batch(forward, method, optim, precision, precision.images(x), train_y[idx.to(device)])
+            if lookahead:
+                lookahead.after_step(model, step + i + 1)
             if log:
                 log.batch(epoch, epochs, n_steps, step + i + 1, stats, len(idx) * procs.world,
                           optim.sched.get_last_lr()[0])
         step += n_steps
-        seconds += time.perf_counter() - started
         rng = _rng_states_of_every_rank(method, procs)
         if log:
-            val_acc = accuracy(model, splits.val, device)
+            val_acc = accuracy(model, splits.val, device, precision)
+            seconds += time.perf_counter() - started  # the epoch's wall time, its validation included
+            history.append({"epoch": epoch + 1, "val_acc": val_acc, "minutes": seconds / 60})
+            extra = {"lookahead": lookahead.state_dict()} if lookahead else {}
             checkpoint.save(checkpoint.payload(model, method, cfg, splits.info, **optim.state(), epoch=epoch,
-                                               step=step, rng=rng, train_seconds=seconds), ckpt_path)
-            log.epoch_end(epoch, epochs, step, val_acc)
+                                               step=step, rng=rng, train_seconds=seconds, history=history, **extra),
+                            ckpt_path)
+            log.epoch_end(epoch, epochs, step, val_acc, seconds)
     if log:
-        log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path)
+        log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path, seconds)
     if procs.ddp:
         _check_ranks_in_sync(model, procs.rank, procs.world)
     return ckpt_path
 
 
-def _build(cfg: TrainConfig, procs: Processes, info: datasets.DatasetInfo, total_steps: int, resume: dict | None
-           ) -> tuple[methods.Method, nn.Module, Optimisation]:
-    """Method, model and optimiser: fresh, from another run's weights (``init_from``), or resumed."""
+def _build(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, total_steps: int, precision: Precision,
+           resume: dict | None) -> tuple[methods.Method, nn.Module, Optimisation, Lookahead | None]:
+    """Method, model, optimiser and lookahead: fresh, from another run's weights (``init_from``), or resumed."""
     method = methods.build(cfg.method)
     method.generator = torch.Generator(procs.device).manual_seed(cfg.seed * 1000 + procs.rank)  # noise per rank
-    model = models.build(cfg.model, info, method.make_head).to(procs.device)
+    method.smooth_labels(cfg.label_smoothing)
+    model = models.build(cfg.model, splits.info, method.make_head).to(procs.device)
     if cfg.init_from and resume is None:  # fine-tuning: another run's weights, fresh optimiser and schedule
         model.load_state_dict(checkpoint.load(cfg.init_from, map_location=procs.device)["model"])
-    optim = Optimisation.for_run(model, cfg, total_steps, procs.device)
+    elif resume is None:  # the same images on every rank, so every replica starts equal
+        models.fit_to_data(model, splits.train.x[:WHITENING_IMAGES].to(procs.device))
+    model = precision.model(model)
+    optim = Optimisation.for_run(model, cfg, total_steps, precision)
     if resume is not None:
         model.load_state_dict(resume["model"])
         optim.load(resume)
         if resume.get("rng"):  # one entry per rank of the run that wrote it
             checkpoint.restore_rng_states(resume["rng"][procs.rank % len(resume["rng"])], method.generator)
-    return method, model, optim
+    lookahead = Lookahead(model, cfg.lookahead, total_steps) if cfg.lookahead else None
+    if lookahead and resume is not None and "lookahead" in resume:
+        lookahead.load_state_dict(resume["lookahead"])
+    return method, model, optim, lookahead
 
 
 def _rng_states_of_every_rank(method: methods.Method, procs: Processes) -> list[dict]:
@@ -203,12 +192,12 @@ def _rng_states_of_every_rank(method: methods.Method, procs: Processes) -> list[
     return gathered
 
 
-def _one_batch(forward: nn.Module, method: methods.Method, optim: Optimisation, x: torch.Tensor, y: torch.Tensor,
-               amp: bool) -> dict[str, torch.Tensor]:
+def _one_batch(forward: nn.Module, method: methods.Method, optim: Optimisation, precision: Precision,
+               x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """One optimiser step per entry of ``method.updates`` (MCD's fine-tuning: steps A then B)."""
     stats = {}
     for i in range(len(method.updates)):
-        with torch.autocast(x.device.type, dtype=optim.amp_dtype, enabled=amp):
+        with precision.autocast():
             loss, more = forward(i, x, y)
         optim.step(loss)
         stats.update(more)
@@ -229,12 +218,17 @@ def _batches(n: int, batch_size: int, epoch: int, seed: int, rank: int, world: i
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, precision: Precision | None = None,
+             batch_size: int = 512) -> float:
+    """Share of ``split`` classified right; in the run's precision when given (the per-epoch validation), else in
+    fp32 (the final test accuracy, as the exported fp32 model computes it)."""
     model.eval()
+    precision = precision or Precision(device.type, None)
     correct = 0
     for i in range(0, len(split), batch_size):
-        x = datasets.as_float(split.x[i : i + batch_size]).to(device)
-        correct += (model(x).argmax(1).cpu() == split.y[i : i + batch_size]).sum().item()
+        x = precision.images(datasets.as_float(split.x[i : i + batch_size]).to(device))
+        with precision.autocast():
+            correct += (model(x).argmax(1).cpu() == split.y[i : i + batch_size]).sum().item()
     return correct / max(1, len(split))
 
 

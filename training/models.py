@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ARCHITECTURES = ("lenet", "resnet_small", "resnet18", "mlp")
+from . import fastnet
+
+ARCHITECTURES = ("lenet", "resnet_small", "resnet18", "mlp", *fastnet.ARCHITECTURES)
 
 
 class Normalize(nn.Module):
@@ -110,6 +112,8 @@ def backbone(arch: str, channels: int, height: int, width: int) -> nn.Module:
         return PreActResNet(channels, (64, 128, 256, 512), (2, 2, 2, 2), stem=64)
     if arch == "mlp":
         return MLP(channels)
+    if arch in fastnet.ARCHITECTURES:
+        return fastnet.build(arch, channels)
     raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
@@ -126,6 +130,15 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor, **head_options) -> torch.Tensor:
         """Logits; ``head_options`` go to the head (MCD's two heads: which heads, which see detached features)."""
         return self.head(self.features(x), **head_options)
+
+
+def fit_to_data(model: Classifier, images: torch.Tensor) -> None:
+    """Before the first step, the layers whose initial weights come from training images (uint8 or [0, 1]):
+    fastnet's whitening. A no-op for the other networks."""
+    fit = getattr(model.backbone, "fit", None)
+    if fit is not None:
+        with torch.no_grad():
+            fit(model.normalize(images.float() / 255 if images.dtype == torch.uint8 else images.float()))
 
 
 def build(arch: str, info, make_head: Callable[[int, int], nn.Module]) -> Classifier:

@@ -82,6 +82,10 @@ class ACET(Method):
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         return self.base.make_head(in_features, num_classes)
 
+    def smooth_labels(self, amount: float) -> None:
+        super().smooth_labels(amount)
+        self.base.smooth_labels(amount)  # the clean loss is the wrapped method's
+
     def noise_term(self, logits: torch.Tensor) -> torch.Tensor:
         log_p = torch.log_softmax(logits.float(), 1)
         if self.config.noise_loss == "max_conf":

@@ -45,6 +45,11 @@ class Method(ABC):
         self.config = config if config is not None else self.Config()
         # set by the trainer, seeded per rank; a method draws all its randomness (noise, PGD starts) from it
         self.generator: torch.Generator | None = None
+        self.label_smoothing = 0.0  # of every cross-entropy to the class labels; the run's, set by smooth_labels
+
+    def smooth_labels(self, amount: float) -> None:
+        """Set the run's label smoothing (the trainer calls this; a wrapping method passes it on)."""
+        self.label_smoothing = amount
 
     # -- what a trained model is called and what it computes --
 

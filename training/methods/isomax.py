@@ -102,7 +102,8 @@ class IsoMaxPlus(Plain):
         return IsoMaxPlusHead(in_features, num_classes)
 
     def clean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.config.entropic_scale * logits.float(), y, reduction="sum")
+        return F.cross_entropy(self.config.entropic_scale * logits.float(), y, reduction="sum",
+                               label_smoothing=self.label_smoothing)
 
     def outputs(self, model: nn.Module, x: torch.Tensor):
         features = model.features(x)

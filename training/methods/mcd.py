@@ -124,7 +124,9 @@ class MCD(Plain):
         return self.config.phase == "finetune"
 
     def _both_ce(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return F.cross_entropy(logits[0].float(), y), F.cross_entropy(logits[1].float(), y)
+        ls = self.label_smoothing
+        return (F.cross_entropy(logits[0].float(), y, label_smoothing=ls),
+                F.cross_entropy(logits[1].float(), y, label_smoothing=ls))
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
         """Pre-training: cross-entropy on both heads, everything trained."""

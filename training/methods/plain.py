@@ -26,7 +26,7 @@ class Plain(Method):
 
     def clean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Summed (not averaged) over the batch, so methods that add terms can normalise once."""
-        return F.cross_entropy(logits.float(), y, reduction="sum")
+        return F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=self.label_smoothing)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
         logits = model(x)
