@@ -55,6 +55,25 @@ class Deployable(nn.Module):
         return self.method.outputs(self.model, images)
 
 
+class FlipAveraged(nn.Module):
+    """Test-time augmentation inside the graph: the classifier's penultimate features averaged over each image and
+    its mirror image, then its own head. For a linear head that is the average of the two logits; every method's
+    outputs (softmax, score) are then computed from it as usual. Two passes of the network per image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.head = model, model.head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.model.features(x) + self.model.features(x.flip(3)))
+
+    def forward(self, x: torch.Tensor, **head_options) -> torch.Tensor:
+        return self.head(self.features(x), **head_options)
+
+
+TTA = {"none": None, "flip": FlipAveraged}
+
+
 def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) -> None:
     """Write the graph (no metadata yet) with a dynamic batch dimension, as one file, its score guarded
     against inputs outside [0, 1] (``training.domain_guard``)."""
@@ -136,11 +155,12 @@ def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
                       tpr: float = 0.95, resize: str = "stretch", data_root: str | None = None,
                       ood: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                      fp16_weights: bool = False, score: str | None = None) -> ModelMetadata:
+                      fp16_weights: bool = False, score: str | None = None, tta: str = "none") -> ModelMetadata:
     """Export, calibrate on the validation split, summarise on the test split, write metadata.
 
     ``score``: the OOD score the graph computes, for a method with several (``Method.score_options``);
-    ``"auto"`` takes the one that best separates the validation split from training noise."""
+    ``"auto"`` takes the one that best separates the validation split from training noise. ``tta``: ``flip``
+    exports ``FlipAveraged`` (twice the network's cost per image; the architecture field says so)."""
     out = Path(out)
     ckpt = checkpoint.load(checkpoint_path)
     model, method, info = checkpoint.build_model(ckpt)
@@ -153,6 +173,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
         score = max(choice, key=choice.get) if choice else None
     if score is not None:
         method = method.with_score(score)
+    if TTA[tta] is not None:
+        model = TTA[tta](model).eval()
     to_onnx(model, method, info, out)
     if fp16_weights:
         store_weights_fp16(out)
@@ -168,7 +190,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
         classes=list(info.classes),
         input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
                         resize=resize),
-        dataset=info.name, calibration=calibration, architecture=ckpt["config"]["model"],
+        dataset=info.name, calibration=calibration,
+        architecture=ckpt["config"]["model"] + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
         evaluation=evaluation.model_copy(update={"test_split": f"{info.name} test ({len(splits.test)} images)",
                                                  "score_choice": choice}),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
@@ -245,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--score", default=None,
                    help="the OOD score to export, for a method with several (IsoMax+: min-distance, entropy, "
                         "projection); 'auto': the best on validation data vs training noise (default: the run's)")
+    p.add_argument("--tta", default="none", choices=tuple(TTA),
+                   help="test-time augmentation inside the graph: flip averages each image's features with its "
+                        "mirror image's (twice the network's cost per image, in serving too)")
     p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")
     args = p.parse_args(argv)
     if args.check:
@@ -255,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         meta = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, tpr=args.tpr,
                                  resize=args.resize, data_root=args.data_root,
-                                 fp16_weights=args.fp16_weights, score=args.score)
+                                 fp16_weights=args.fp16_weights, score=args.score, tta=args.tta)
     except datasets.DatasetUnavailable as e:
         print(f"error: calibration needs the validation split: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -158,14 +158,19 @@ def test_a_run_killed_mid_epoch_resumes_bit_exact_with_its_lookahead_state(cifar
             assert torch.equal(tensor, a["lookahead"][name]), name
 
 
-def test_the_fast_network_exports_and_serves_a_real_jpeg(cifar10_files, runs_dir, tmp_path):
-    from service.modelfile import read_metadata
-    from training.export import export_checkpoint
+@pytest.fixture(scope="module")
+def fastnet_ckpt(cifar10_files, runs_dir) -> Path:
     from training.loop import train
 
-    cfg = fast_config(data_root=str(cifar10_files), download=False, epochs=2, batch_size=12,
-                      out=str(runs_dir / "cifar10-fastnet"))
-    ckpt = train(cfg)
+    return train(fast_config(data_root=str(cifar10_files), download=False, epochs=2, batch_size=12,
+                             out=str(runs_dir / "cifar10-fastnet")))
+
+
+def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path):
+    from service.modelfile import read_metadata
+    from training.export import export_checkpoint
+
+    ckpt = fastnet_ckpt
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     onnx_path = model_dir / "cifar10-plain-fastnet.onnx"
@@ -182,10 +187,30 @@ def test_the_fast_network_exports_and_serves_a_real_jpeg(cifar10_files, runs_dir
     assert r.status_code == 200, r.text
     [answer] = r.json()["predictions"]
     model, method, _ = build_model(load_checkpoint(ckpt))
-    pixels = torch.from_numpy(np.asarray(Image.open(io.BytesIO(jpeg)))).permute(2, 0, 1)[None].float() / 255
+    pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(jpeg)))).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         probs, score, _ = method.outputs(model.eval(), pixels)
     served = torch.tensor([answer["probabilities"][label] for label in meta.classes])
     assert torch.allclose(served, probs[0], atol=1e-4)
     assert answer["ood_score"] == pytest.approx(score.item(), abs=1e-4)
     assert answer["is_ood"] == (answer["ood_score"] > answer["threshold"])
+
+
+def test_flip_tta_in_the_graph_sees_an_image_and_its_mirror_alike_and_says_so(fastnet_ckpt, tmp_path):
+    from service.modelfile import open_session, read_metadata
+    from training.export import export_checkpoint, run_scores
+
+    plain, tta = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
+    export_checkpoint(fastnet_ckpt, plain)
+    export_checkpoint(fastnet_ckpt, tta, tta="flip")
+    assert "flip TTA" in read_metadata(tta).architecture and read_metadata(plain).architecture == "fastnet"
+    images = photo_tiles()[:16]
+    model, _, _ = build_model(load_checkpoint(fastnet_ckpt))
+    with torch.no_grad():
+        logits = 0.5 * (model.eval()(images) + model(images.flip(3)))  # a linear head: the mean of the two logits
+    probs, scores = run_scores(open_session(tta), images)
+    mirrored, mirrored_scores = run_scores(open_session(tta), images.flip(3))
+    assert np.allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    assert np.allclose(probs, mirrored, atol=1e-5) and np.allclose(scores, mirrored_scores, atol=1e-5)
+    unaugmented, _ = run_scores(open_session(plain), images)
+    assert not np.allclose(unaugmented, mirrored, atol=1e-3)  # without TTA the mirror image is another input
