@@ -16,7 +16,8 @@ the network costs to serve.
    the bundled resnet_small file.
 
 Writes ``--out/NAME.json``: the command, training minutes, loop images/s, the validation curve (error per epoch),
-test errors, and the inference table; docs/results/cifar10-fast.md is written from these files.
+test errors, and the inference table; and ``--out/curve.png``, every run's curve on one chart.
+docs/results/cifar10-fast.md is written from these files.
 """
 
 from __future__ import annotations
@@ -135,6 +136,33 @@ def main() -> None:
           f"{100 * jpeg[50]:.2f} / {100 * jpeg[95]:.2f} %")
     for label, rates in serving.items():
         print(f"  serving {label}: {rates[1]:.0f} img/s at batch 1, {rates[32]:.0f} at batch 32 (one core)")
+    print(f"curve: {plot(out)}")
+
+def plot(out: Path) -> Path:
+    """Every result in ``out`` on one chart: validation error after each epoch (the run's own 5,000 held-out
+    images), and the exported file's test error at the end of each run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for path in sorted(out.glob("*.json")):
+        r = json.loads(path.read_text())
+        curve = 100 * np.array(r["val_error_by_epoch"])
+        epochs = np.arange(1, len(curve) + 1)
+        line, = ax.plot(epochs, curve, label=f"{path.stem}: {r['config']['model']}, {len(curve)} epochs, "
+                                             f"{r['train_minutes']:.0f} min")
+        ax.plot([len(curve)], [100 * r["test_error"]], "o", color=line.get_color())
+    ax.set(xlabel="epoch", ylabel="error (%)", ylim=(0, 40), title="CIFAR-10 (JPEG copy), seed 0: validation error "
+           "per epoch; dot = test error of the exported file")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=110)
+    return out / "curve.png"
+
 
 def _finished(ckpt: dict) -> bool:
     cfg = ckpt["config"]

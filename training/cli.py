@@ -21,8 +21,8 @@ from .models import ARCHITECTURES
 from .optim import SCHEDULES
 from .recipes import RECIPES
 
-DEFAULT_LR = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, "fastnet": 1.5, "fastnet_relu": 1.5,
-              "fastnet_wide": 1.3, "fastnet_wide_relu": 1.3}
+DEFAULT_LR = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, "fastnet": 0.75, "fastnet_relu": 0.75,
+              "fastnet_wide": 0.65, "fastnet_wide_relu": 0.65}
 
 
 def parser(description: str, *, default_model: str = "resnet_small") -> argparse.ArgumentParser:
@@ -37,8 +37,8 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--recipe", default=None, choices=tuple(RECIPES),
                    help="a named recipe (training.recipes): the defaults of every flag below it names; flags given "
-                        "still win. fast: fastnet, 20 epochs, bf16 on a CPU that has it (~25 min for CIFAR-10 on "
-                        "2 cores)")
+                        "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~27 min for CIFAR-10 on "
+                        "2 cores); fast-long: fastnet_wide, 30 epochs; paper: resnet_small, 100 epochs")
     g.add_argument("--model", default=default_model, choices=ARCHITECTURES, help="architecture")
     g.add_argument("--epochs", type=int, default=100, help="training epochs")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
@@ -64,6 +64,8 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g.add_argument("--flip", default="random", choices=("random", "alternating"),
                    help="horizontal flips (data sets that have them): random per image and step, or a random half "
                         "of the images in even epochs and the other half in odd ones")
+    g.add_argument("--cutout", type=int, default=0, metavar="PIXELS",
+                   help="augmentation of images that have it: a random square of this side greyed out (0: off)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="run directory for checkpoints and TensorBoard (default runs/NAME)")
     g.add_argument("--seed", type=int, default=0, help="seed for data split, order, noise and init")
@@ -92,7 +94,7 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[args.model],
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
         warmup=args.warmup, bias_lr_scale=args.bias_lr_scale, label_smoothing=args.label_smoothing,
-        lookahead=args.lookahead, translate=args.translate, pad_mode=args.pad_mode, flip=args.flip,
+        lookahead=args.lookahead, translate=args.translate, pad_mode=args.pad_mode, flip=args.flip, cutout=args.cutout,
         recipe=args.recipe, val_fraction=args.val_fraction, seed=args.seed,
         device=args.device, amp=args.amp, out=args.out or f"runs/{name}", resume=args.resume,
         download=args.download, export=args.export, init_from=args.init_from, progress=args.progress,

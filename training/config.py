@@ -29,6 +29,7 @@ class TrainConfig:
     translate: int = 4  # augmentation: random shifts of up to N pixels ...
     pad_mode: str = "constant"  # ... filling the border with zeros, or by reflection ("reflect")
     flip: str = "random"  # "random": each image flipped with p 1/2; "alternating": flipped every other epoch
+    cutout: int = 0  # augmentation: a random square of this side set to grey in each training image; 0: off
     recipe: str | None = None  # the named recipe (training.recipes) the run started from, for the record
     val_fraction: float = 0.1
     seed: int = 0

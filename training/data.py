@@ -349,10 +349,11 @@ def _imagefolder(path: Path, size: int = 32) -> tuple[DatasetInfo, Split, Split]
 
 
 def augment(x: torch.Tensor, kind: str, *, pad: int = 4, pad_mode: str = "constant",
-            flip: torch.Tensor | None = None) -> torch.Tensor:
+            flip: torch.Tensor | None = None, cutout: int = 0) -> torch.Tensor:
     """Batched augmentation on the batch's device: a random translation by up to ``pad`` pixels (the image padded
-    with zeros, ``constant``, or mirrored, ``reflect``, then cropped back) and, for ``crop_flip`` data, a horizontal
-    flip: of the images where ``flip`` (bool [N]) is true, or of a random half when it is None."""
+    with zeros, ``constant``, or mirrored, ``reflect``, then cropped back); for ``crop_flip`` data, a horizontal
+    flip: of the images where ``flip`` (bool [N]) is true, or of a random half when it is None; then, with
+    ``cutout``, a random ``cutout`` x ``cutout`` square of each image set to mid-grey (DeVries & Taylor 2017)."""
     if kind == "none" or x.ndim != 4:
         return x
     n, c, h, w = x.shape
@@ -368,6 +369,12 @@ def augment(x: torch.Tensor, kind: str, *, pad: int = 4, pad_mode: str = "consta
         if flip is None:
             flip = torch.rand(n, device=x.device) < 0.5
         out = torch.where(flip.to(x.device)[:, None, None, None], out.flip(3), out)
+    if cutout > 0:
+        top = torch.randint(0, h - cutout + 1, (n, 1, 1, 1), device=x.device)
+        left = torch.randint(0, w - cutout + 1, (n, 1, 1, 1), device=x.device)
+        rows = torch.arange(h, device=x.device).view(1, 1, h, 1) - top
+        cols = torch.arange(w, device=x.device).view(1, 1, 1, w) - left
+        out = out.masked_fill((rows >= 0) & (rows < cutout) & (cols >= 0) & (cols < cutout), 0.5)
     return out
 
 

@@ -133,7 +133,8 @@ def train(cfg: TrainConfig) -> Path:
         batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
         for i, idx in zip(range(n_steps), batches, strict=False):
             x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment, pad=cfg.translate,
-                                 pad_mode=cfg.pad_mode, flip=None if flips is None else flips[idx])
+                                 pad_mode=cfg.pad_mode, flip=None if flips is None else flips[idx],
+                                 cutout=cfg.cutout)
             stats = _one_batch(forward, method, optim, precision, precision.images(x), train_y[idx.to(device)])
             if lookahead:
                 lookahead.after_step(model, step + i + 1)

@@ -98,7 +98,7 @@ def fast_config(**overrides) -> TrainConfig:
 def test_the_fast_schedule_warms_up_then_decays_linearly_and_biases_learn_64x_faster():
     cfg = fast_config()
     per_epoch, total, epochs = steps_of(cfg, 45_000, 1)
-    assert (per_epoch, total, epochs) == (43, 43 * 20, 20)  # 45,000 training images in batches of 1,024
+    assert (per_epoch, total, epochs) == (87, 87 * 32, 32)  # 45,000 training images in batches of 512
     model = models.build("fastnet", datasets.DatasetInfo("c", tuple("0123456789"), 3, 32, 32, (0.5,) * 3,
                                                          (0.25,) * 3), build(spec("plain")).make_head)
     optim = Optimisation.for_run(model, cfg, total, Precision("cpu", None))
@@ -111,10 +111,10 @@ def test_the_fast_schedule_warms_up_then_decays_linearly_and_biases_learn_64x_fa
         optim.sched.step()
     lrs = np.array(lrs)
     peak = int(0.23 * total)
-    assert lrs[0] == pytest.approx(0.2 * 1.5) and lrs[peak] == pytest.approx(1.5) and lrs.argmax() == peak
+    assert lrs[0] == pytest.approx(0.2 * 0.75) and lrs[peak] == pytest.approx(0.75) and lrs.argmax() == peak
     assert np.all(np.diff(lrs[: peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) < 0)
-    assert np.allclose(np.diff(lrs[peak:]), -(1 - 0.07) * 1.5 / (total - peak))  # linear, to lr x 0.07 at the end
-    assert lrs[-1] == pytest.approx(1.5 * (0.07 + 0.93 / (total - peak)))
+    assert np.allclose(np.diff(lrs[peak:]), -(1 - 0.07) * 0.75 / (total - peak))  # linear, to lr x 0.07 at the end
+    assert lrs[-1] == pytest.approx(0.75 * (0.07 + 0.93 / (total - peak)))
     assert np.allclose(np.array(bias_lrs), 64 * lrs)
     decays = [g["lr"] * g["weight_decay"] for g in optim.opt.param_groups]
     assert decays[0] == pytest.approx(decays[1])  # every parameter decays alike per step
@@ -214,3 +214,19 @@ def test_flip_tta_in_the_graph_sees_an_image_and_its_mirror_alike_and_says_so(fa
     assert np.allclose(probs, mirrored, atol=1e-5) and np.allclose(scores, mirrored_scores, atol=1e-5)
     unaugmented, _ = run_scores(open_session(plain), images)
     assert not np.allclose(unaugmented, mirrored, atol=1e-3)  # without TTA the mirror image is another input
+
+
+def test_augmentation_translates_by_at_most_pad_flips_the_given_images_and_cuts_out_one_square():
+    x = photo_tiles()[:6]
+    flip = torch.tensor([True, False] * 3)
+    out = datasets.augment(x, "crop_flip", pad=2, pad_mode="reflect", flip=flip, cutout=12)
+    grey = (out == 0.5).all(1)  # [N, H, W]
+    assert grey.sum((1, 2)).tolist() == [144] * 6  # one 12 x 12 square each
+    rows, cols = grey.any(2), grey.any(1)
+    assert (rows.sum(1) == 12).all() and (cols.sum(1) == 12).all()  # ... and a square, not scattered pixels
+    plain = datasets.augment(x, "crop_flip", pad=2, pad_mode="reflect", flip=flip)
+    for i in range(6):  # the uncut image is the original, mirrored where asked, shifted by at most 2 pixels
+        source = x[i].flip(2) if flip[i] else x[i]
+        padded = torch.nn.functional.pad(source[None], (2, 2, 2, 2), mode="reflect")[0]
+        assert any(torch.equal(plain[i], padded[:, dy:dy + 32, dx:dx + 32]) for dy in range(5) for dx in range(5))
+    assert torch.equal(datasets.alternating_flips(10, 0, 0), ~datasets.alternating_flips(10, 1, 0))
