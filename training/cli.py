@@ -38,7 +38,7 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g.add_argument("--recipe", default=None, choices=tuple(RECIPES),
                    help="a named recipe (training.recipes): the defaults of every flag below it names; flags given "
                         "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~27 min for CIFAR-10 on "
-                        "2 cores); fast-long: fastnet_wide, 30 epochs; paper: resnet_small, 100 epochs")
+                        "2 cores); fast-long: fastnet_wide, 24 epochs; paper: resnet_small, 100 epochs")
     g.add_argument("--model", default=default_model, choices=ARCHITECTURES, help="architecture")
     g.add_argument("--epochs", type=int, default=100, help="training epochs")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
