@@ -37,14 +37,14 @@ def parser(description: str, *, default_model: str = "resnet_small") -> argparse
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--recipe", default=None, choices=tuple(RECIPES),
                    help="a named recipe (training.recipes): the defaults of every flag below it names; flags given "
-                        "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~27 min for CIFAR-10 on "
+                        "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~23 min for CIFAR-10 on "
                         "2 cores); fast-long: fastnet_wide, 24 epochs; paper: resnet_small, 100 epochs")
     g.add_argument("--model", default=default_model, choices=ARCHITECTURES, help="architecture")
     g.add_argument("--epochs", type=int, default=100, help="training epochs")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
     g.add_argument("--batch-size", type=int, default=128, help="clean images per step and rank")
     g.add_argument("--lr", type=float, default=None,
-                   help="SGD learning rate, divided by 10 at 50/75/90%% of training "
+                   help="SGD learning rate (the peak of --lr-schedule) "
                         f"(default by model: {', '.join(f'{k} {v}' for k, v in DEFAULT_LR.items())})")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="Nesterov momentum")

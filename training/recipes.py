@@ -5,12 +5,12 @@ the run's config stores every value it trained with (and the recipe's name), so 
 recipe: ``python -m training.acet --dataset cifar10 --recipe fast --pgd-steps 0`` is CEDA on the fast network.
 
 - ``paper``: the ACET paper's (Hein et al., CVPR 2019): resnet_small, 100 epochs of SGD at batch 128, lr 0.1
-  divided by 10 at 50/75/90 %, fp32. A GPU recipe: ~3 minutes an epoch on this project's 2-core CPU.
+  divided by 10 at 50/75/90 %, fp32. A GPU recipe: 90 s an epoch on this project's 2-core CPU (41 s with --amp).
 - ``fast``: airbench94's (Keller Jordan, arXiv 2404.00498) on a CPU: fastnet (frozen whitening, dirac init,
   scale-free BatchNorm with 64x bias learning rate), Nesterov SGD with a warm-up then linear decay, lookahead every
   5 steps, label smoothing 0.2, 2-pixel reflected translations and alternating flips, bf16 with channels_last where
-  the CPU has native bf16; 32 epochs, which fill the issue's half hour on 2 cores. Batch 512, not airbench's 1,024:
-  on a CPU the smaller batch costs nothing per image (948 vs ~900 images/s here) and takes twice the steps (10
+  the CPU has native bf16; 32 epochs, 23 minutes on 2 cores. Batch 512, not airbench's 1,024: on a CPU the
+  smaller batch costs nothing per image (the loop: 928 vs 894 images/s here) and takes twice the steps (10
   epochs: 10.25 vs 10.41 % test error). Learning rate and weight decay are airbench's converted to a batch-mean
   loss: its 11.5 per 1,024 images with a summed loss and momentum 0.85 is lr 1.5 at batch 1,024, 0.75 at 512 (the
   same step per image); its decoupled weight decay of 0.0153 per 1,024 images is 0.00133 x lr per step.
@@ -25,9 +25,8 @@ from __future__ import annotations
 
 FAST = {
     "model": "fastnet", "epochs": 32, "batch_size": 512, "lr": 0.75, "momentum": 0.85, "nesterov": True,
-    "weight_decay": 0.00133, "lr_schedule": "triangle", "warmup": 0.23, "lr_start": 0.2, "lr_end": 0.07,
-    "bias_lr_scale": 64.0, "label_smoothing": 0.2, "lookahead": 5, "translate": 2, "pad_mode": "reflect",
-    "flip": "alternating", "amp": True,
+    "weight_decay": 0.00133, "lr_schedule": "triangle", "warmup": 0.23, "bias_lr_scale": 64.0, "label_smoothing": 0.2,
+    "lookahead": 5, "translate": 2, "pad_mode": "reflect", "flip": "alternating", "amp": True,
 }
 
 RECIPES: dict[str, dict] = {
@@ -37,9 +36,3 @@ RECIPES: dict[str, dict] = {
     "fast-long": {**FAST, "model": "fastnet_wide", "epochs": 24, "lr": 0.65, "cutout": 12},
 }
 
-
-def recipe(name: str) -> dict:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
