@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fastnet
+from .data import as_float
 
 ARCHITECTURES = ("lenet", "resnet_small", "resnet18", "mlp", *fastnet.ARCHITECTURES)
 
@@ -138,7 +139,7 @@ def fit_to_data(model: Classifier, images: torch.Tensor) -> None:
     fit = getattr(model.backbone, "fit", None)
     if fit is not None:
         with torch.no_grad():
-            fit(model.normalize(images.float() / 255 if images.dtype == torch.uint8 else images.float()))
+            fit(model.normalize(as_float(images)))
 
 
 def build(arch: str, info, make_head: Callable[[int, int], nn.Module]) -> Classifier:
