@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from cifar10_fixture import offline_env
+from interrupted import kill_after_line
 from PIL import Image
 from servers import ServerThread, settings_for
 from skimage import data as skdata
@@ -132,16 +133,7 @@ def test_a_run_killed_mid_epoch_resumes_bit_exact_with_its_lookahead_state(cifar
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "recipe fast" in whole.stdout
     cmd = fast_cmd(cifar10_files, tmp_path / "split")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=offline_env())
-    try:
-        for line in proc.stdout:  # epoch 1's checkpoint is written before its line: the kill lands in epoch 2
-            if line.startswith("epoch 1/4"):
-                break
-        else:
-            raise AssertionError("the run ended before finishing epoch 1")
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_after_line(cmd, "epoch 1/4", offline_env())  # epoch 1's checkpoint precedes its line: the kill lands later
     killed = load_checkpoint(tmp_path / "split" / "last.pt")
     assert killed["epoch"] < 3 and "lookahead" in killed
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=offline_env(), timeout=300)

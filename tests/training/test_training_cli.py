@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from interrupted import kill_after_line
 
 from training.checkpoint import load as load_checkpoint
 
@@ -38,16 +39,7 @@ def test_torchrun_two_cpu_ranks_stay_identical_and_write_one_checkpoint(tmp_path
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "training.acet", *PLAIN, "--epochs", "3", "--batch-size", "256", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
-    try:
-        for line in proc.stdout:  # block on the run's own output: the kill comes right after epoch 1's checkpoint
-            if line.startswith("epoch 1/3"):
-                break
-        else:
-            raise AssertionError("the run ended before finishing epoch 1")
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_after_line(cmd, "epoch 1/3", env())  # the kill comes right after epoch 1's checkpoint
     first = load_checkpoint(out / "last.pt")
     assert first["epoch"] == 0
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env(), timeout=300)
