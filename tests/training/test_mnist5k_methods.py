@@ -59,4 +59,6 @@ def test_isomax_accuracy_and_min_distance_score(isomax_ckpt):
     with torch.no_grad():
         _, id_score, _ = method.outputs(model, datasets.as_float(test.x))
         _, ood_score, _ = method.outputs(model, uniform)
-    assert ood_metrics.auroc(-id_score.numpy(), -ood_score.numpy()) >= 0.99
+    # 0.989-0.995 across thread counts (the fixture's 4 epochs are not bit-identical between 1 and 2 BLAS
+    # threads); a model whose score ignored the distance to the prototypes would sit near 0.5.
+    assert ood_metrics.auroc(-id_score.numpy(), -ood_score.numpy()) >= 0.98
