@@ -34,7 +34,7 @@ def read(path: Path, split: str | None = None, *, n: int | None = None, seed: in
          size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """Images under ``path/split`` (or all of ``path`` when split is None or absent) as uint8 [N, C, H, W],
     int64 labels and the sorted class names. ``n`` decodes only a seeded subset; ``size`` = (width, height)."""
-    entries, open_entry = _listing(path, split)
+    entries, open_entry = listing(path, split)
     parent = lambda m: m.replace("\\", "/").rsplit("/", 2)[-2] if "/" in m.replace("\\", "/") else ""
     classes = tuple(sorted({parent(m) for m in entries}))
     picked = [entries[i] for i in subsample(len(entries), n, seed)]
@@ -53,7 +53,8 @@ def read(path: Path, split: str | None = None, *, n: int | None = None, seed: in
     return x, torch.tensor([classes.index(parent(m)) for m in picked]), classes
 
 
-def _listing(path: Path, split: str | None) -> tuple[list[str], Callable]:
+def listing(path: Path, split: str | None) -> tuple[list[str], Callable]:
+    """The image entries under ``path/split`` (or all of ``path``), sorted, and a function opening one."""
     if path.suffix == ".zip" and path.is_file():
         archive = zipfile.ZipFile(path)
         names = [m for m in archive.namelist() if m.lower().endswith(IMAGE_SUFFIXES)]

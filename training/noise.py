@@ -10,6 +10,15 @@ accepted every U[0,1] image). Every image is rescaled to span [0, 1].
 ``strokes`` (opt-in, per model) draws random pen strokes on black: a negative for a data set whose
 images are filled shapes (clothing), standing in for line drawings and handwriting. It would be
 in-distribution for digits, so it is never a default.
+
+The outlier-exposure families (opt-in; each image kept in [0, 1] as drawn):
+  fractal, dead-leaves, spectral  procedural images, no data needed (``training.procedural``)
+  patch-shuffled                  training images cut into 4-16 px tiles, tiles shuffled: local
+                                  statistics of the classes, no object
+  blended                         two training images averaged (weight ~ U[0.35, 0.65]): two objects
+                                  at once, neither one
+and real outlier images (``training.outliers``), given to ``noise_batch`` with the share of the
+batch they fill.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ import math
 import torch
 from torch.nn import functional as F
 
-FAMILIES = ("uniform", "permuted", "strokes")
+from . import procedural
+from .outliers import OutlierImages
+
+FAMILIES = ("uniform", "permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled", "blended")
 DEFAULT_FAMILIES = ("uniform", "permuted")
 SHARP_SHARE = 0.25  # of uniform / permuted images left unblurred
 
@@ -83,23 +95,66 @@ def check_families(names) -> tuple[str, ...]:
 
 
 def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                families: tuple[str, ...] = DEFAULT_FAMILIES) -> torch.Tensor:
-    """``n`` noise images shaped like ``images`` (float, [0, 1]), split evenly over ``families``."""
+                families: tuple[str, ...] = DEFAULT_FAMILIES, outliers: OutlierImages | None = None,
+                outlier_share: float = 0.0) -> torch.Tensor:
+    """``n`` noise images shaped like ``images`` (float, [0, 1]): ``round(outlier_share x n)`` crops of
+    ``outliers`` first, the rest split evenly over ``families``."""
     if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
         return 3 * torch.rand(n, *images.shape[1:], device=images.device, generator=generator) - 1
     families = check_families(families)
-    counts = [n // len(families) + (i < n % len(families)) for i in range(len(families))]
-    parts = []
-    for family, k in zip(families, counts, strict=True):
-        if family == "uniform":
-            parts.append(blur_most(torch.rand(k, *images.shape[1:], device=images.device, generator=generator),
-                                   generator))
-        elif family == "permuted":
-            pick = torch.randint(0, len(images), (k,), device=images.device, generator=generator)
-            parts.append(blur_most(permute_pixels(images[pick], generator), generator))
-        else:
-            parts.append(strokes(k, tuple(images.shape[1:]), images.device, generator))
-    return rescale(torch.cat(parts))
+    n_real = round(outlier_share * n) if outliers is not None else 0
+    shape = tuple(images.shape[1:])
+    parts = [outliers.crops(n_real, shape, generator).to(images.device)] if n_real else []
+    n -= n_real
+    counts = dict(zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))],
+                      strict=True))
+    # the first families of the library's first version, drawn and rescaled exactly as then
+    classic = [_draw(f, k, images, generator) for f, k in counts.items() if f in CLASSIC]
+    if classic:
+        parts.append(rescale(torch.cat(classic)))
+    parts += [_draw(f, k, images, generator) for f, k in counts.items() if f not in CLASSIC]
+    return torch.cat(parts)
+
+
+CLASSIC = ("uniform", "permuted", "strokes")
+
+
+def _draw(family: str, k: int, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    shape, device = tuple(images.shape[1:]), images.device
+    if family == "uniform":
+        return blur_most(torch.rand(k, *shape, device=device, generator=generator), generator)
+    if family == "strokes":
+        return strokes(k, shape, device, generator)
+    if family in ("fractal", "dead-leaves", "spectral"):
+        return getattr(procedural, family.replace("-", "_"))(k, shape, device, generator)
+    pick = torch.randint(0, len(images), (k,), device=device, generator=generator)
+    if family == "permuted":
+        return blur_most(permute_pixels(images[pick], generator), generator)
+    if family == "patch-shuffled":
+        return shuffle_patches(images[pick], generator)
+    other = torch.randint(0, len(images), (k,), device=device, generator=generator)
+    weight = 0.35 + 0.3 * torch.rand(k, 1, 1, 1, device=device, generator=generator)
+    return weight * images[pick] + (1 - weight) * images[other]  # blended
+
+
+def shuffle_patches(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cut each image into square tiles (side 4, 8 or 16 px, those that divide the image; one side per call
+    and image) and shuffle the tiles of each image independently."""
+    n, c, h, w = x.shape
+    sides = [p for p in (4, 8, 16) if h % p == 0 and w % p == 0 and (h // p) * (w // p) > 1] or \
+        [p for p in (2, 7, 14) if h % p == 0 and w % p == 0]
+    out = x.clone()
+    which = torch.randint(0, len(sides), (n,), device=x.device, generator=generator)
+    for i, p in enumerate(sides):
+        idx = (which == i).nonzero().flatten()
+        if len(idx) == 0:
+            continue
+        gh, gw = h // p, w // p
+        tiles = x[idx].reshape(len(idx), c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(len(idx), gh * gw, -1)
+        order = torch.rand(len(idx), gh * gw, device=x.device, generator=generator).argsort(1)
+        tiles = tiles.gather(1, order[..., None].expand_as(tiles))
+        out[idx] = tiles.reshape(len(idx), gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(len(idx), c, h, w)
+    return out
 
 
 def blur_most(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -16,6 +16,9 @@ Names:
   photos                                          square crops of scikit-image's bundled photos (offline)
   textures                                        small square crops of scikit-image's bundled texture photos
                                                   (brick, grass, gravel, stained tissue), offline
+  outliers:PATH[#GROUP,GROUP]                     random crops of the images in a folder or zip (of the named
+                                                  first folders only), cut as outlier exposure cuts them
+                                                  (training.outliers): e.g. the held-out wallpaper packages
 
 Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
 sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
@@ -33,6 +36,7 @@ import torch
 from . import data as datasets
 from . import imagefiles
 from .noise import noise_batch, permute_pixels
+from .outliers import OutlierImages
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 NOISE_SETS = ("uniform", "permuted", "noise")
@@ -69,8 +73,28 @@ def is_dataset(name: str) -> bool:
     return base in DATASETS or base.startswith("imagefolder:")
 
 
+OUTLIERS = "outliers:"
+
+
 def known(name: str) -> bool:
-    return is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS, TEXTURES)
+    return (is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS, TEXTURES)
+            or name.startswith(OUTLIERS))
+
+
+def outlier_set(path: str | Path, groups: tuple[str, ...]) -> str:
+    """The set name of crops of ``groups`` of the outlier images at ``path`` (all of them when empty)."""
+    return f"{OUTLIERS}{path}" + (f"#{','.join(groups)}" if groups else "")
+
+
+def outlier_crops(name: str, shape: InputShape, n: int, seed: int) -> torch.Tensor:
+    """``outliers:PATH[#GROUPS]``: n seeded crops, as training.outliers cuts them."""
+    path, _, groups = name.removeprefix(OUTLIERS).partition("#")
+    try:
+        images = OutlierImages.read(path, only=tuple(g for g in groups.split(",") if g))
+    except imagefiles.NoImages as e:
+        raise datasets.DatasetUnavailable(f"OOD set {name!r}: {e}") from None
+    g = torch.Generator().manual_seed(set_seed(name.rpartition("/")[2], seed))
+    return images.crops(n, (shape.channels, shape.height, shape.width), g)
 
 
 # ----------------------------------------------------------------------------------------------- real data
@@ -223,4 +247,6 @@ def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: s
         return {name: photo_crops(shape, n, seed)}
     if name == TEXTURES:
         return {name: texture_crops(shape, n, seed)}
+    if name.startswith(OUTLIERS):
+        return {name: outlier_crops(name, shape, n, seed)}
     raise ValueError(f"{name!r} is not a fixed OOD set (adversarial sets are built per model)")

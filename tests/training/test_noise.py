@@ -67,3 +67,51 @@ def test_a_checkpoint_keeps_the_noise_families(tmp_path):
 def test_a_spec_with_an_unknown_family_is_refused():
     with pytest.raises(ValueError, match="noise families"):
         build(spec("acet", noise=("uniform", "plaid")))
+
+
+NEW_FAMILIES = ("fractal", "dead-leaves", "spectral", "patch-shuffled", "blended")
+
+
+def test_each_outlier_family_is_seeded_in_range_and_not_blank():
+    images = torch.rand(16, 3, 32, 32)
+    for family in NEW_FAMILIES:
+        a = noise_batch(images, 24, torch.Generator().manual_seed(0), (family,))
+        b = noise_batch(images, 24, torch.Generator().manual_seed(0), (family,))
+        c = noise_batch(images, 24, torch.Generator().manual_seed(1), (family,))
+        assert a.shape == (24, 3, 32, 32) and 0 <= a.min() and a.max() <= 1, family
+        assert torch.equal(a, b) and not torch.equal(a, c), family
+        assert a.std(dim=(1, 2, 3)).min() > 0.01, family
+    gray = noise_batch(torch.rand(4, 1, 28, 28), 8, torch.Generator().manual_seed(0), NEW_FAMILIES)
+    assert gray.shape == (8, 1, 28, 28)
+
+
+def test_patch_shuffled_images_keep_their_tiles_and_lose_their_layout():
+    from training.noise import shuffle_patches
+
+    x = torch.rand(8, 3, 32, 32)
+    y = shuffle_patches(x, torch.Generator().manual_seed(0))
+    assert torch.equal(x.flatten(1).sort(1).values, y.flatten(1).sort(1).values)  # the same pixels
+    assert (x != y).flatten(1).any(1).all()  # moved in every image
+
+
+def test_blended_images_are_convex_mixtures_of_two_training_images():
+    images = torch.stack([torch.full((1, 4, 4), v) for v in (0.0, 1.0)])
+    x = noise_batch(images, 200, torch.Generator().manual_seed(0), ("blended",))
+    values = x.flatten(1)
+    assert (values.std(1) == 0).all()  # a blend of two flat images is flat
+    mixed = values[:, 0][(values[:, 0] > 0) & (values[:, 0] < 1)]
+    assert len(mixed) > 50 and mixed.min() >= 0.35 - 1e-6 and mixed.max() <= 0.65 + 1e-6
+
+
+def test_spectral_noise_has_a_falling_power_spectrum_and_dead_leaves_flat_regions():
+    from training import procedural
+
+    g = torch.Generator().manual_seed(0)
+    x = procedural.spectral(64, (1, 32, 32), "cpu", g)
+    power = torch.fft.rfft2(x - x.mean(dim=(2, 3), keepdim=True)).abs().pow(2).mean(dim=(0, 1))
+    assert power[1:3, 1:3].mean() > 100 * power[12:17, 12:17].mean()  # 1/f^alpha, alpha >= 1: low ones dominate
+    leaves = procedural.dead_leaves(16, (3, 32, 32), "cpu", g)
+    colours = [len(torch.unique(im.flatten(1), dim=1)[0]) for im in leaves]
+    assert max(colours) <= procedural.DEAD_LEAVES_DISCS + 1  # one colour per visible disc and the ground
+    frac = procedural.fractal(16, (3, 32, 32), "cpu", g)
+    assert ((frac - frac.mean(dim=(2, 3), keepdim=True)).abs() > 0.1).flatten(1).any(1).all()  # a shape on a ground

@@ -6,6 +6,11 @@ in an L-inf ball of radius eps, to where the model is *most* confident, and trai
 ``pgd_steps = 0`` this is CEDA; with ``at_frac = 0`` it is the wrapped method alone (and the CLI then
 stores, and the model file names, the wrapped method).
 
+Outlier exposure (Hendrycks et al., ICLR 2019): with ``outliers`` (a folder or zip of images, see
+``training.outliers``) a share ``outlier_share`` of each noise batch is crops of those images, the rest
+the noise families; ``noise_loss="uniform"`` is OE's loss. ``outlier_holdout`` names groups (first
+folders) of the outlier images never trained on, kept for evaluation as a source the model never saw.
+
 The loss is (sum of clean losses + sum of noise losses) / (n_clean + n_noise). The noise loss is
 the log of the max softmax probability (``max_conf``, as in the paper) or cross-entropy to the
 uniform label (``uniform``).
@@ -28,7 +33,9 @@ import torch
 from torch import nn
 
 from ..attacks import max_log_confidence, pgd
+from .. import imagefiles
 from ..noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
+from ..outliers import OutlierImages
 from .api import LossAndStats, Method, build, register, spec
 from .plain import Plain
 
@@ -42,6 +49,9 @@ class ACETConfig:
     step_factor: float = 2.5
     noise_loss: str = "max_conf"
     noise: tuple[str, ...] = DEFAULT_FAMILIES  # training.noise families the noise batch is split over
+    outliers: str = ""  # a folder or zip of outlier images ("" = none), as given on the command line
+    outlier_share: float = 0.5  # of each noise batch, when there are outliers
+    outlier_holdout: tuple[str, ...] = ()  # groups of the outlier images never trained on
 
 
 @register
@@ -57,6 +67,10 @@ class ACET(Method):
         if self.config.noise_loss not in ("max_conf", "uniform"):
             raise ValueError(f"noise_loss must be 'max_conf' or 'uniform', not {self.config.noise_loss!r}")
         self.config.noise = check_families(self.config.noise)  # a spec read back from JSON holds a list
+        self.config.outlier_holdout = tuple(self.config.outlier_holdout)
+        if not 0 <= self.config.outlier_share <= 1:
+            raise ValueError(f"outlier_share must be in [0, 1], not {self.config.outlier_share}")
+        self._outliers: OutlierImages | None = None  # read on the first batch: exporting needs no outlier files
         self.base = build(self.config.base)
         if not isinstance(self.base, Plain):
             raise ValueError(f"ACET wraps a softmax classifier (plain, isomax+), not {self.base.name!r}")
@@ -97,7 +111,7 @@ class ACET(Method):
         n_noise = round(c.at_frac * len(x))
         if n_noise == 0:
             return self.base.loss(model, x, y)
-        noise = noise_batch(x, n_noise, self.generator, c.noise)
+        noise = noise_batch(x, n_noise, self.generator, c.noise, self.outliers(), c.outlier_share)
         if c.pgd_steps > 0:
             noise = pgd(model, noise, max_log_confidence, eps=c.eps, steps=c.pgd_steps,
                         step_size=c.eps / c.pgd_steps * c.step_factor, generator=self.generator,
@@ -112,6 +126,11 @@ class ACET(Method):
                 "noise_mmc": torch.softmax(on_noise.float(), 1).max(1).values.mean(),
             }
         return loss, stats
+
+    def outliers(self) -> OutlierImages | None:
+        if self.config.outliers and self._outliers is None:
+            self._outliers = OutlierImages.read(self.config.outliers, holdout=self.config.outlier_holdout)
+        return self._outliers
 
     def outputs(self, model: nn.Module, x: torch.Tensor):
         return self.base.outputs(model, x)
@@ -138,6 +157,13 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--noise", default=",".join(d.noise), type=families,
                    help=f"comma-separated noise families (training.noise): {', '.join(FAMILIES)}; strokes are "
                    "random pen strokes, a negative for filled-shape data (never for digits)")
+    g.add_argument("--outliers", default=d.outliers, metavar="PATH",
+                   help="outlier exposure: a folder or .zip of images that are none of the classes (any size; "
+                   "cropped at random scales); they fill --outlier-share of each noise batch")
+    g.add_argument("--outlier-share", type=float, default=d.outlier_share,
+                   help="share of each noise batch taken from --outliers")
+    g.add_argument("--outlier-holdout", default="", type=names, metavar="GROUP,GROUP",
+                   help="first folders of --outliers never trained on (kept as an unseen OOD source)")
 
 
 def families(text: str) -> tuple[str, ...]:
@@ -147,9 +173,26 @@ def families(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"{e} (comma-separated)") from None
 
 
+def names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def check_outliers(args: argparse.Namespace) -> None:
+    """Read ``--outliers`` once before training starts, so a bad path fails in one line, not at the first batch."""
+    if args.outliers:
+        try:
+            OutlierImages.read(args.outliers, holdout=args.outlier_holdout)
+        except imagefiles.NoImages as e:
+            raise SystemExit(f"error: --outliers: {e}") from None
+    elif args.outlier_holdout:
+        raise SystemExit("error: --outlier-holdout needs --outliers")
+
+
 def wrap(base: dict, args: argparse.Namespace) -> dict:
     """``base`` inside ACET with the noise flags; ``--at-frac 0`` is ``base`` itself, and is stored as such."""
     if args.at_frac == 0:
         return base
+    check_outliers(args)
     return spec("acet", base=base, at_frac=args.at_frac, pgd_steps=args.pgd_steps, eps=args.eps,
-                step_factor=args.step_factor, noise_loss=args.noise_loss, noise=args.noise)
+                step_factor=args.step_factor, noise_loss=args.noise_loss, noise=args.noise, outliers=args.outliers,
+                outlier_share=args.outlier_share, outlier_holdout=args.outlier_holdout)
