@@ -35,13 +35,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.modelfile import open_session, read_metadata
-from training import data as datasets
-from training.checkpoint import load as load_checkpoint
-from training.export import run_scores
-
 ROOT = Path(__file__).resolve().parents[1]
-RESNET_FILE = ROOT / "models" / "cifar10-ceda-resnet.onnx"
+sys.path.insert(0, str(ROOT))
+
+from bench.serving.models import resnet_small  # noqa: E402
+from service.modelfile import open_session, read_metadata  # noqa: E402
+from training import data as datasets  # noqa: E402
+from training.checkpoint import load as load_checkpoint  # noqa: E402
+from training.export import run_scores  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, run: Path) -> list[str]:
@@ -117,7 +118,7 @@ def main() -> None:
     jpeg = {q: error(sess, datasets.Split(recompressed(splits.test.x, q), splits.test.y)) for q in (50, 95)}
     serving = {label: {b: images_per_second(path, b) for b in (1, 32)}
                for label, path in ((arch, files["none"]), (f"{arch} + flip TTA", files["flip"]),
-                                   ("resnet_small", RESNET_FILE))}
+                                   ("resnet_small", resnet_small(run.parent)))}
     result = {
         "command": shlex.join(["python", *cmd[1:]]),
         "recipe": args.recipe, "seed": args.seed, "config": ckpt["config"],

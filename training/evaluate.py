@@ -60,6 +60,7 @@ class EvalConfig:
     n_ood: int = 10_000
     n_adv: int = 1_000
     adv_steps: int = 200
+    adv_restarts: int = 1  # PGD runs from fresh random starts per image; the most confident point found counts
     eps: float = 0.3
     step_factor: float = 2.5
     adv_objective: str = "confidence"  # "confidence" | "score"
@@ -123,14 +124,26 @@ def _pgd_batches(module: nn.Module, x0: torch.Tensor, labels: torch.Tensor | Non
     g = torch.Generator(device).manual_seed(ood_sets.set_seed(set_name, cfg.seed))
     out = []
     batch = max(1, min(cfg.batch_size, 256))
-    for s in batches(len(x0), batch, f"{desc} ({cfg.adv_steps} PGD steps)", cfg.progress):
+    restarts = f" x {cfg.adv_restarts} restarts" if cfg.adv_restarts > 1 else ""
+    for s in batches(len(x0), batch, f"{desc} ({cfg.adv_steps} PGD steps{restarts})", cfg.progress):
         x = datasets.as_float(x0[s]).to(device)
         obj = objective
         if labels is not None:
             y = labels[s].to(device)
             obj = lambda logits, y=y: F.cross_entropy(logits.float(), y, reduction="none")
-        out.append(pgd(module, x, obj, eps=cfg.eps, steps=cfg.adv_steps,
-                       step_size=cfg.eps / max(1, cfg.adv_steps) * cfg.step_factor, generator=g).cpu())
+        best, best_val = None, None
+        for _ in range(max(1, cfg.adv_restarts)):
+            found = pgd(module, x, obj, eps=cfg.eps, steps=cfg.adv_steps,
+                        step_size=cfg.eps / max(1, cfg.adv_steps) * cfg.step_factor, generator=g)
+            if cfg.adv_restarts <= 1:
+                best = found
+                break
+            with torch.no_grad():
+                val = obj(module(found))  # the network is in eval mode (TorchModel)
+            better = val > best_val if best is not None else torch.ones_like(val, dtype=torch.bool)
+            best = found if best is None else torch.where(better[:, None, None, None], found, best)
+            best_val = val if best_val is None else torch.maximum(val, best_val)
+        out.append(best.cpu())
     return torch.cat(out) if out else x0[:0].float()
 
 
@@ -335,6 +348,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ood", type=int, default=d.n_ood, help="images per data set / noise set (at most)")
     p.add_argument("--n-adv", type=int, default=d.n_adv, help="starting points per adversarial set")
     p.add_argument("--adv-steps", type=int, default=d.adv_steps, help="PGD steps of the adversarial sets")
+    p.add_argument("--adv-restarts", type=int, default=d.adv_restarts,
+                   help="PGD runs per starting point, each from a fresh random start; the strongest counts")
     p.add_argument("--eps", type=float, default=d.eps, help="L-inf radius of the attacks")
     p.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
     p.add_argument("--adv-objective", default=d.adv_objective, choices=("confidence", "score"),
@@ -353,7 +368,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         sets=tuple(s.strip() for s in args.ood.split(",") if s.strip()), id_test=args.id_test,
         data_root=args.data_root, id_seed=args.id_seed, n_id=args.n_id, n_ood=args.n_ood, n_adv=args.n_adv,
-        adv_steps=args.adv_steps, eps=args.eps, step_factor=args.step_factor, adv_objective=args.adv_objective,
+        adv_steps=args.adv_steps, adv_restarts=args.adv_restarts, eps=args.eps, step_factor=args.step_factor,
+        adv_objective=args.adv_objective,
         alphas=tuple(float(a) for a in args.alphas.split(",")), seed=args.seed, batch_size=args.batch_size,
         device=args.device, progress=args.progress,
     )

@@ -16,9 +16,10 @@ Names:
   photos                                          square crops of scikit-image's bundled photos (offline)
   textures                                        small square crops of scikit-image's bundled texture photos
                                                   (brick, grass, gravel, stained tissue), offline
-  outliers:PATH[#GROUP,GROUP]                     random crops of the images in a folder or zip (of the named
+  outliers:PATH[#GROUP+GROUP]                     random crops of the images in a folder or zip (of the named
                                                   first folders only), cut as outlier exposure cuts them
-                                                  (training.outliers): e.g. the held-out wallpaper packages
+                                                  (training.outliers): e.g. the held-out wallpaper packages.
+                                                  A relative PATH not found here is looked for under --data-root.
 
 Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
 sizes by antialiased bilinear resampling (CIFAR's 32x32 -> MNIST's 28x28).
@@ -83,14 +84,16 @@ def known(name: str) -> bool:
 
 def outlier_set(path: str | Path, groups: tuple[str, ...]) -> str:
     """The set name of crops of ``groups`` of the outlier images at ``path`` (all of them when empty)."""
-    return f"{OUTLIERS}{path}" + (f"#{','.join(groups)}" if groups else "")
+    return f"{OUTLIERS}{path}" + (f"#{'+'.join(groups)}" if groups else "")  # '+': --ood is comma-separated
 
 
-def outlier_crops(name: str, shape: InputShape, n: int, seed: int) -> torch.Tensor:
+def outlier_crops(name: str, shape: InputShape, n: int, seed: int, data_root: str | Path = ".") -> torch.Tensor:
     """``outliers:PATH[#GROUPS]``: n seeded crops, as training.outliers cuts them."""
     path, _, groups = name.removeprefix(OUTLIERS).partition("#")
+    if not Path(path).exists() and not Path(path).is_absolute():
+        path = Path(data_root) / path
     try:
-        images = OutlierImages.read(path, only=tuple(g for g in groups.split(",") if g))
+        images = OutlierImages.read(path, only=tuple(g for g in groups.split("+") if g))
     except imagefiles.NoImages as e:
         raise datasets.DatasetUnavailable(f"OOD set {name!r}: {e}") from None
     g = torch.Generator().manual_seed(set_seed(name.rpartition("/")[2], seed))
@@ -248,5 +251,5 @@ def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: s
     if name == TEXTURES:
         return {name: texture_crops(shape, n, seed)}
     if name.startswith(OUTLIERS):
-        return {name: outlier_crops(name, shape, n, seed)}
+        return {name: outlier_crops(name, shape, n, seed, data_root)}
     raise ValueError(f"{name!r} is not a fixed OOD set (adversarial sets are built per model)")

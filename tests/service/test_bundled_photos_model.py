@@ -1,4 +1,4 @@
-"""The bundled CIFAR-10 model (models/cifar10-*-resnet.onnx) on the README's example files, through the real
+"""The bundled CIFAR-10 model (models/cifar10-*.onnx) on the README's example files, through the real
 service: scikit-image's cat is a cat and in distribution; a handwritten digit is rejected. (The README's other two
 examples, a cup of coffee and a scanned text page, are accepted by this model: a known shortfall it states, not a
 promise to test.)"""
@@ -11,7 +11,7 @@ import pytest
 from servers import REPO
 
 EXAMPLES = REPO / "docs" / "examples"
-BUNDLED = sorted((REPO / "models").glob("cifar10-*-resnet.onnx"))
+BUNDLED = sorted((REPO / "models").glob("cifar10-*.onnx"))
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def test_a_folder_and_its_zip_give_the_same_seeded_crops(outlier_folder, outlier
     a = folder.crops(64, (3, 32, 32), torch.Generator().manual_seed(0))
     b = archive.crops(64, (3, 32, 32), torch.Generator().manual_seed(0))
     c = archive.crops(64, (3, 32, 32), torch.Generator().manual_seed(1))
-    assert a.shape == (64, 3, 32, 32) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert a.shape == (64, 3, 32, 32) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.std(dim=(1, 2, 3)).min() > 0  # crops of real photos, not blank
 
@@ -68,7 +68,7 @@ def test_crops_span_scales_and_come_in_the_models_mode(outlier_folder):
     assert (sides < 40).mean() > 0.1 and (sides > 0.8 * short).mean() > 0.1  # texture patches and whole scenes
     assert {flip for *_, flip in boxes} == {True, False}
     for i, (x0, y0, x1, y1), _ in boxes:
-        assert 0 <= x0 and 0 <= y0 and x1 <= images.images[i].size[0] and y1 <= images.images[i].size[1]
+        assert x0 >= 0 and y0 >= 0 and x1 <= images.images[i].size[0] and y1 <= images.images[i].size[1]
     gray = images.crops(8, (1, 28, 28), torch.Generator().manual_seed(0))
     assert gray.shape == (8, 1, 28, 28)
 
@@ -95,14 +95,14 @@ def test_bad_outlier_paths_are_one_line_errors(outlier_folder, tmp_path):
         with pytest.raises(NoImages, match=message) as e:
             OutlierImages.read(path)
         assert "\n" not in str(e.value)
-    with pytest.raises(NoImages, match="no group.*suburb.*groups .* are city, nature"):
+    with pytest.raises(NoImages, match=r"no group.*suburb.*groups .* are city, nature"):
         OutlierImages.read(outlier_folder, holdout=("suburb",))
-    with pytest.raises(NoImages, match="no images .* left"):
+    with pytest.raises(NoImages, match=r"no images .* left"):
         OutlierImages.read(outlier_folder, holdout=("city", "nature"))
 
 
 def test_the_cli_refuses_a_bad_outlier_path_before_training(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="error: --outliers: .*neither a folder nor a .zip"):
+    with pytest.raises(SystemExit, match=r"error: --outliers: .*neither a folder nor a \.zip"):
         cli_main("acet", ["--dataset", "mnist5k", "--model", "lenet", "--pgd-steps", "0", "--outliers",
                           str(tmp_path / "nope.zip"), "--out", str(tmp_path / "run"), "--no-progress"])
     assert not (tmp_path / "run").exists()

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from ..attacks import max_log_confidence, pgd
 from .. import imagefiles
+from ..attacks import max_log_confidence, pgd
 from ..noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
 from ..outliers import OutlierImages
 from .api import LossAndStats, Method, build, register, spec
