@@ -48,6 +48,8 @@ def outliers(share: float) -> list[str]:
             "--outlier-share", str(share)]
 
 
+ACET_OE = ["--noise", EVERY_FAMILY, *outliers(0.5)]
+
 # name -> (the run it starts from, extra flags after FINE_TUNE's)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ceda-classic": ("base", ["--noise", CLASSIC]),
@@ -55,10 +57,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "oe": ("base", ["--noise", EVERY_FAMILY, *outliers(0.5)]),
     "oe-maxconf": ("base", ["--noise", EVERY_FAMILY, *outliers(0.5), "--noise-loss", "max_conf"]),
     "oe-wallpapers-only": ("base", ["--noise", CLASSIC, *outliers(1.0)]),
-    # ACET: PGD steps x epochs, fine-tuned from the OE model (which is already unconfident on the noise)
-    "acet-5x1": ("oe", ["--noise", EVERY_FAMILY, *outliers(0.5), "--pgd-steps", "5", "--epochs", "1"]),
-    "acet-5x2": ("oe", ["--noise", EVERY_FAMILY, *outliers(0.5), "--pgd-steps", "5", "--epochs", "2"]),
-    "acet-10x1": ("oe", ["--noise", EVERY_FAMILY, *outliers(0.5), "--pgd-steps", "10", "--epochs", "1"]),
+    # ACET: PGD steps x epochs, fine-tuned from the OE model (which is already unconfident on the noise); PGD moves
+    # the families far from every image (uniform, permuted, strokes: --attacked's default) and nothing else
+    "acet-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1"]),
+    "acet-5x2": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "2"]),
+    "acet-10x1": ("oe", [*ACET_OE, "--pgd-steps", "10", "--epochs", "1"]),
+    # the diagnosis: PGD on every family, blends and shuffled tiles included (near real images)
+    "acet-every-family-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1", "--attacked", EVERY_FAMILY]),
+    # the diagnosis: the previous bundled recipe's ACET (from plain, log max-softmax loss, the classic noise)
+    "acet-plain-maxconf-5x1": ("base", ["--noise", CLASSIC, "--noise-loss", "max_conf", "--pgd-steps", "5",
+                                        "--epochs", "1"]),
 }
 OOD_SETS = ("mnist", "fashion-mnist", "textures", f"outliers:{WALLPAPERS}#{'+'.join(HELD_OUT)}", "uniform",
             "permuted", "noise", "adv-noise", "scaled-noise")

@@ -52,7 +52,7 @@ class Recipe:
         return self.name.replace("-{method}", "")
 
     def file_name(self, method_label: str) -> str:
-        return self.name.format(method=method_label.replace("+", ""))
+        return self.name.format(method=method_label.replace("+", "-"))
 
 
 def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recipe]:

@@ -101,11 +101,13 @@ def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None 
     ``outliers`` first, the rest split evenly over ``families``."""
     if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
         return 3 * torch.rand(n, *images.shape[1:], device=images.device, generator=generator) - 1
-    families = check_families(families)
     n_real = round(outlier_share * n) if outliers is not None else 0
     shape = tuple(images.shape[1:])
     parts = [outliers.crops(n_real, shape, generator).to(images.device)] if n_real else []
     n -= n_real
+    if n == 0:
+        return torch.cat(parts) if parts else images[:0].float()
+    families = check_families(families)
     counts = dict(zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))],
                       strict=True))
     # the first families of the library's first version, drawn and rescaled exactly as then
