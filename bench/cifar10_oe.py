@@ -57,11 +57,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "oe": ("base", ["--noise", EVERY_FAMILY, *outliers(0.5)]),
     "oe-maxconf": ("base", ["--noise", EVERY_FAMILY, *outliers(0.5), "--noise-loss", "max_conf"]),
     "oe-wallpapers-only": ("base", ["--noise", CLASSIC, *outliers(1.0)]),
+    # the fast recipe's label smoothing (0.2) caps every confidence, the in-distribution one too (MMC 0.70)
+    "oe-no-smoothing": ("base", ["--noise", EVERY_FAMILY, *outliers(0.5), "--label-smoothing", "0"]),
     # ACET: PGD steps x epochs, fine-tuned from the OE model (which is already unconfident on the noise); PGD moves
     # the families far from every image (uniform, permuted, strokes: --attacked's default) and nothing else
     "acet-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1"]),
     "acet-5x2": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "2"]),
     "acet-10x1": ("oe", [*ACET_OE, "--pgd-steps", "10", "--epochs", "1"]),
+    "acet-40x1": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
+    "acet-40x3": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "3"]),
     # the diagnosis: PGD on every family, blends and shuffled tiles included (near real images)
     "acet-every-family-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1", "--attacked", EVERY_FAMILY]),
     # the diagnosis: the previous bundled recipe's ACET (from plain, log max-softmax loss, the classic noise)

@@ -1,0 +1,72 @@
+"""The README's photo examples, asked of the real service: ``python scripts/photo_examples.py``.
+
+Starts ``python -m service`` on a free loopback port with the bundled models (``models/``), waits until
+``/readyz`` says ready, posts each of ``docs/examples/`` cat.jpg, coffee.jpg, text-page.png and digit-7.png to the
+bundled CIFAR-10 model (``top_k=2``), prints each response as the README quotes it, and stops the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ("cat.jpg", "coffee.jpg", "text-page.png", "digit-7.png")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, path: Path) -> dict:
+    boundary = uuid.uuid4().hex
+    kind = "image/jpeg" if path.suffix == ".jpg" else "image/png"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: {kind}\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def main() -> None:
+    (model,) = [p.stem for p in sorted((ROOT / "models").glob("cifar10-*.onnx"))]
+    port = free_port()
+    env = {**os.environ, "OODSERVE_MODEL_DIR": str(ROOT / "models"), "OODSERVE_HOST": "127.0.0.1",
+           "OODSERVE_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not ready(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"error: the service did not become ready on {url}")
+            time.sleep(0.2)
+        for name in EXAMPLES:
+            answer = post(f"{url}/predict?model={model}&top_k=2", ROOT / "docs" / "examples" / name)
+            # as a user asks `make serve`'s default address; this server's own port is a free one
+            print(f"$ curl -s -F file=@docs/examples/{name} 'http://127.0.0.1:8000/predict?model={model}&top_k=2'")
+            print(json.dumps(answer, separators=(",", ":")))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
