@@ -127,30 +127,53 @@ def main() -> None:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(["base", *VARIANTS]),
+                   help="comma-separated, from: base (the plain model itself), " + ", ".join(VARIANTS))
     p.add_argument("--runs", default="runs/cifar10-oe", help="checkpoints and exported files")
     p.add_argument("--out", default="docs/results/cifar10-oe", help="evaluations and summary.json")
     args = p.parse_args()
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if unknown := [n for n in names if n not in VARIANTS]:
+    if unknown := [n for n in names if n not in VARIANTS and n != "base"]:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     runs = Path(args.runs)
-    train([*base_command(args, runs / "base"), "--at-frac", "0"], runs / "base")
+    base = [*base_command(args, runs / "base"), "--at-frac", "0"]
+    train(base, runs / "base")
     summary_path = Path(args.out) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in names:
-        start = VARIANTS[name][0]
-        if start != "base" and not (runs / start / "last.pt").exists():
+        start = VARIANTS[name][0] if name != "base" else "-"
+        if start not in ("base", "-") and not (runs / start / "last.pt").exists():
             p.error(f"{name} starts from {start}: run that variant first")
-        cmd = variant_command(args, name)
+        cmd = variant_command(args, name) if name != "base" else base
         train(cmd, runs / name)
         summary[name] = {"command": shlex.join(["python", *cmd[1:]]), "starts_from": start, **evaluate(args, name)}
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+        (Path(args.out) / "table.md").write_text(table(summary))
         row = summary[name]
         print(f"{name}: test error {100 * row['test_error']:.2f} %, ID rejected {100 * row['id_reject_rate']:.2f} %, "
               f"{row['train_minutes']:.1f} min; AUROC " + ", ".join(f"{s.split('#')[0]} {v['auroc']:.4f}"
                                                                     for s, v in row["sets"].items()), flush=True)
+
+
+def short(set_name: str) -> str:
+    return "wallpapers (unseen)" if set_name.startswith("outliers:") else set_name.replace("scaled-noise ", "scaled ")
+
+
+def table(summary: dict) -> str:
+    """Markdown: one row per variant (in VARIANTS' order): minutes, test error, ID rejected, then AUROC / accepted
+    at the stored threshold per OOD set."""
+    names = [n for n in ("base", *VARIANTS) if n in summary]
+    sets = [s for s in summary[names[0]]["sets"] if s not in ("scaled-noise x1", "scaled-noise x10")]
+    head = "| variant | from | min | test error | ID rejected | " + " | ".join(short(s) for s in sets) + " |\n"
+    head += "|---" * (5 + len(sets)) + "|\n"
+    rows = []
+    for n in names:
+        r = summary[n]
+        cells = [f"{r['sets'][s]['auroc']:.3f} / {100 * r['sets'][s]['accepted']:.0f} %" for s in sets]
+        rows.append(f"| {n} | {r['starts_from']} | {r['train_minutes']:.1f} | {100 * r['test_error']:.2f} % | "
+                    f"{100 * r['id_reject_rate']:.2f} % | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n\nCells: AUROC / share accepted at the file's stored threshold.\n"
 
 
 if __name__ == "__main__":
