@@ -57,7 +57,7 @@ def diagnose(path: Path, data_root: str | None) -> dict:
         logits = model(torch.cat([x, noise]))[N:]
         log_p = torch.log_softmax(logits.float(), 1)
         row[f"PGD-{steps}"] = {
-            "noise MMC": float(log_p.exp().max(1).values.mean()),
+            "noise MMC": float(log_p.detach().exp().max(1).values.mean()),
             "max_conf loss gradient": grad_norm(model, log_p.max(1).values.mean()),
             "uniform loss gradient": grad_norm(model, -log_p.mean(1).mean()),
         }
