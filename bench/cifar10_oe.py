@@ -65,7 +65,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "acet-5x2": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "2"]),
     "acet-10x1": ("oe", [*ACET_OE, "--pgd-steps", "10", "--epochs", "1"]),
     "acet-40x1": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
-    "acet-40x3": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "3"]),
+    "acet-40x1-no-smoothing": ("oe-no-smoothing", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1",
+                                                   "--label-smoothing", "0"]),
     # the diagnosis: PGD on every family, blends and shuffled tiles included (near real images)
     "acet-every-family-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1", "--attacked", EVERY_FAMILY]),
     # the diagnosis: the previous bundled recipe's ACET (from plain, log max-softmax loss, the classic noise)
