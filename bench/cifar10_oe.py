@@ -65,6 +65,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "acet-5x2": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "2"]),
     "acet-10x1": ("oe", [*ACET_OE, "--pgd-steps", "10", "--epochs", "1"]),
     "acet-40x1": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
+    "acet-40x1-after-no-smoothing": ("oe-no-smoothing", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
     "acet-40x1-no-smoothing": ("oe-no-smoothing", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1",
                                                    "--label-smoothing", "0"]),
     # the diagnosis: PGD on every family, blends and shuffled tiles included (near real images)
