@@ -221,7 +221,7 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
 |---|---|
 | method | `{meta.method}` ({recipe_line}) |
 | OOD score | {meta.score} (higher = more OOD) |
-| architecture | {cfg["model"]}, {cfg["epochs"]} epochs{tuned}, batch {cfg["batch_size"]}, SGD lr {cfg["lr"]} momentum {cfg["momentum"]}, weight decay {cfg["weight_decay"]}, seed {cfg["seed"]} |
+| architecture | {cfg["model"]}, {cfg["epochs"]} epoch{"s" * (cfg["epochs"] != 1)}{tuned}, batch {cfg["batch_size"]}, SGD lr {cfg["lr"]} momentum {cfg["momentum"]}, weight decay {cfg["weight_decay"]}, seed {cfg["seed"]} |
 | data set | `{cfg["dataset"]}` |
 | test accuracy | {ev.test_accuracy:.4f} (error {100 * (1 - ev.test_accuracy):.2f} %) on {ev.test_split} |
 | reject threshold | {cal.threshold:.6g} (keeps {cal.tpr:.0%} of {cal.n} validation images) |
@@ -257,8 +257,8 @@ def seen_in_training(row: str, method: dict) -> str:
     if method["name"] != "acet":
         return "no (no negatives in training)"
     families = set(method["noise"])
-    if row in ("uniform", "permuted"):
-        return "yes" if row in families else "no"
+    if row in ("uniform", "permuted", "scaled-noise x1"):  # x1 is U[0, 1] itself
+        return "yes" if row.replace("scaled-noise x1", "uniform") in families else "no"
     if row == "noise":
         return "yes (fresh draws)"
     if row == "adv-noise":
