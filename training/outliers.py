@@ -30,6 +30,7 @@ class OutlierImages:
 
     def __init__(self, images: list, groups: list[str], source: str):
         self.images, self.groups, self.source = images, groups, source
+        self._in_mode: dict[str, list] = {}  # the images converted to a model's mode, once, not per crop
 
     @classmethod
     def read(cls, path: str | Path, *, holdout: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> OutlierImages:
@@ -74,9 +75,12 @@ class OutlierImages:
 
         c, h, w = shape
         mode = "L" if c == 1 else "RGB"
+        if mode not in self._in_mode:
+            self._in_mode[mode] = [im if im.mode == mode else im.convert(mode) for im in self.images]
+        images = self._in_mode[mode]
         out = np.empty((n, h, w, c), dtype=np.uint8)
         for k, (i, box, flip) in enumerate(self.boxes(n, max(h, w), generator)):
-            crop = self.images[i].convert(mode).resize((w, h), Image.BILINEAR, box=box)
+            crop = images[i].resize((w, h), Image.BILINEAR, box=box)
             out[k] = np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop).reshape(h, w, c)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
