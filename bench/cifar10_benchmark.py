@@ -6,7 +6,7 @@
 Trains resnet_small on CIFAR-10 (45,000 / 5,000 train / validation, seeded; the 10,000 test images only
 in evaluation; random crop with padding 4 and horizontal flips) with every method the registry lists
 (plain, CEDA, ACET, IsoMax+, IsoMax+ with ACET, MCD), exports each to ONNX, and evaluates them side by
-side with ``training.evaluate``: every non-adversarial row is scored by the exported file. OOD sets:
+side with ``training.evaluation.evaluate``: every non-adversarial row is scored by the exported file. OOD sets:
 MNIST and Fashion-MNIST as 3-channel 32x32 images, scikit-image's textures, uniform, permuted, training
 noise, adversarial noise, adversarial samples and scaled noise; SVHN, CIFAR-100 and ``--extra-ood`` sets
 join whenever their test split is under --data-root. Writes ``docs/results/cifar10-benchmark.md`` and
@@ -104,7 +104,8 @@ DIFFERENCES = [
     "- The adversarial sets use PGD with the best iterate kept and a fixed step size eps/steps x 2.5 from a random "
     "start in the eps = 0.3 ball; fewer evaluation steps than the paper's can only flatter the robust methods.",
     "- AUROC ranks by each method's own `ood_score` (1 − max softmax for plain/CEDA/ACET: the paper's choice).",
-    "- Every exported file guards its score against inputs outside [0, 1] (`training.domain_guard`): scaled noise "
+    "- Every exported file guards its score against inputs outside [0, 1] (`training.export.domain_guard`): "
+    "scaled noise "
     "with alpha >= 10 gets the largest score, so every method's AUROC there is 1.000 and 0 % is accepted. The "
     "network's own behaviour on it, the paper's point, shows in the MMC column (probabilities are not guarded).",
 ]

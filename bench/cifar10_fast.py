@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.serving.models import resnet_small  # noqa: E402
-from service.modelfile import open_session, read_metadata  # noqa: E402
+from modelfile import open_session, read_metadata  # noqa: E402
 from training import data as datasets  # noqa: E402
 from training.checkpoint import load as load_checkpoint  # noqa: E402
 from training.export import run_scores  # noqa: E402

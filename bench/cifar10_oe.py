@@ -9,13 +9,13 @@ budget buys, measured on the exported files.
 2. Each variant is a fine-tune of the base (or of another variant, for ACET) with ``python -m training.acet``:
    its flags are in VARIANTS below, the command is printed and stored. A rerun skips a finished stage.
 3. Each variant is exported (``training.export``: calibrated on the validation split) and evaluated with
-   ``training.evaluate``: every non-adversarial row by the exported file; ``adv-noise`` is training noise moved
+   ``training.evaluation``: every non-adversarial row by the exported file; ``adv-noise`` is training noise moved
    by 100 PGD steps with 2 random restarts on the checkpoint (the strongest point counts), then scored by the
    file. OOD sets: MNIST, Fashion-MNIST, scikit-image textures, the wallpaper packages held out of training
    (``outliers:wallpapers.zip#...``, a source never trained on), uniform, permuted, training noise,
    adversarial noise, scaled noise; 2,000 images each (300 adversarial starts); the whole test split.
 
-Writes ``--out/VARIANT/`` (training.evaluate's table, JSON, plots) and ``--out/summary.json`` (per variant: the
+Writes ``--out/VARIANT/`` (training.evaluation's table, JSON, plots) and ``--out/summary.json`` (per variant: the
 command, training minutes, test error, ID reject rate, AUROC and accepted share per set), from which
 docs/results/cifar10-oe.md is written.
 """
@@ -113,7 +113,7 @@ def evaluate(args: argparse.Namespace, name: str) -> dict:
     if not (result.exists() and result.stat().st_mtime > ckpt_path.stat().st_mtime):
         subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(ckpt_path), "--out", str(onnx),
                         "--name", f"cifar10-{name}-fastnet"], check=True)
-        subprocess.run([sys.executable, "-m", "training.evaluate", "--checkpoint", f"{name}={ckpt_path}", "--onnx",
+        subprocess.run([sys.executable, "-m", "training.evaluation", "--checkpoint", f"{name}={ckpt_path}", "--onnx",
                         f"{name}={onnx}", "--ood", ",".join(OOD_SETS), "--data-root", args.data_root, "--n-ood",
                         "2000", "--n-adv", "300", "--adv-steps", "100", "--adv-restarts", "2", "--seed", "0",
                         "--out", str(out), "--title", f"{name} (fastnet, CIFAR-10)", "--no-progress"], check=True)

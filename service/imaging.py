@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from modelfile import InputSpec
 from service.errors import DeadlineExceeded, ServiceError
-from service.modelfile import InputSpec
 
 # Formats a client may send. Pillow can open many more, some through external programs (EPS runs
 # Ghostscript); a classifier service has no reason to offer that attack surface.

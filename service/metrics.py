@@ -24,7 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from service.modelfile import ModelMetadata
+from modelfile import ModelMetadata
 from service.score_histogram import ScoreHistograms
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

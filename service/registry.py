@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelfile import ModelMetadata
 from service.batcher import Announcement, Batcher, Outputs
 from service.errors import ServiceError
 from service.metrics import ModelMetrics
-from service.modelfile import ModelMetadata
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -90,8 +90,7 @@ def verdicts(metadata: ModelMetadata, metrics: ModelMetrics, probabilities: np.n
     """The reject decision, failing closed: a score that is not a finite number is OOD."""
     calibration = metadata.calibration
     finite = np.isfinite(scores)
-    # `NaN > threshold` is False: written as "not at or below", NaN and +-inf are rejected.
-    is_ood = ~(scores <= calibration.threshold) | ~finite
+    is_ood = calibration.is_ood(scores)
     p_values = np.where(finite, calibration.p_values(np.where(finite, scores, 0.0)), 0.0)
     if not finite.all():
         log.warning("model '%s' returned %d non-finite ood_score(s); flagged as OOD", metadata.name, (~finite).sum())

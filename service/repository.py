@@ -29,9 +29,9 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from modelfile import InvalidModelFile
 from service.batcher import Batcher
 from service.metrics import Metrics
-from service.modelfile import InvalidModelFile
 from service.registry import ModelRegistry, Origin, ServedModel, inference_with_verdicts
 from service.runtime import ModelRuntime
 from service.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.modelfile import (
+from modelfile import (
     INPUT_NAME,
     InvalidModelFile,
     ModelMetadata,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.modelfile import Evaluation, InputSpec
+from modelfile import Evaluation, InputSpec
 
 
 class Prediction(BaseModel):

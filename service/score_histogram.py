@@ -18,7 +18,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-from service.modelfile import Calibration, ModelMetadata
+from modelfile import Calibration, ModelMetadata
 
 NAME = "oodserve_ood_score"
 HELP = "OOD score of each image (higher = more likely out-of-distribution)"

@@ -21,9 +21,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelfile import INPUT_NAME
 from service.decodepool import DecodePool
 from service.errors import DeadlineExceeded, ServiceError
-from service.modelfile import INPUT_NAME
 from service.registry import ModelRegistry, ServedModel
 from service.schemas import inline_defs
 from service.settings import Settings

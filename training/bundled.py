@@ -3,7 +3,7 @@
     mnist-acet-lenet       ACET LeNet for handwritten digits, the service's default model
     fashion-isomax-lenet   IsoMax+ LeNet for Fashion-MNIST
     cifar10-METHOD-resnet  resnet_small for CIFAR-10 photos; METHOD (plain, CEDA or ACET, the last two fine-tuned
-                           from the first) chosen on validation data and training noise (training.selection).
+                           from the first) chosen on validation data and training noise (training.evaluation.selection).
 
 Each is trained, exported with fp16-stored weights (the files stay under 10 MB), calibrated on its
 validation split, evaluated on its test split and on OOD sets that need no download, and gets a
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, evaluate, ood_sets, selection
+from . import checkpoint
 from . import data as datasets
 from .config import TrainConfig
+from .evaluation import evaluate, ood_sets, selection
+from .evaluation.scorers import TorchModel
 from .export import export_checkpoint
 from .loop import train
 from .methods import spec
 from .recipes import RECIPES
-from .scorers import TorchModel
 
 
 @dataclass
@@ -148,8 +149,8 @@ _WALLPAPER_PACKAGES = ("gnome-backgrounds", "lxqt-themes", "plasma-workspace-wal
 
 def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: bool) -> dict[str, torch.Tensor]:
     """The card's OOD sets at the model's input shape; uniform/permuted come from the exporter. Real sets are
-    5,000 seeded images (as training.evaluate builds them); adv-noise is PGD on the checkpoint from training
-    noise (training.evaluate's defaults), scored by the exported file like every other row."""
+    5,000 seeded images (as training.evaluation.evaluate builds them); adv-noise is PGD on the checkpoint from training
+    noise (training.evaluation.evaluate's defaults), scored by the exported file like every other row."""
     model = TorchModel(ckpt)
     shape, cfg = model.shape, model.config
     test_x = None
@@ -187,7 +188,7 @@ SET_NOTES = {
                  "each, to where the checkpoint is most confident (500 starting points)",
     "textures": "crops of scikit-image's texture photos",
     "scaled-noise": "alpha x U[0,1] noise, outside the image range on purpose: the network is as confident on it as MMC "
-                    "says, and for alpha >= 10 the file's input-domain guard (`training.domain_guard`) rejects it",
+                    "says, and for alpha >= 10 the file's input-domain guard (`training.export.domain_guard`) rejects it",
 }
 
 
@@ -288,7 +289,7 @@ def _choice(recipe: Recipe, ev, chosen_table: str) -> str:
         choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
                   + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
     if chosen_table:
-        choice += ("\nThe method was chosen among the candidates below by `training.selection`: the best worse-of-two "
+        choice += ("\nThe method was chosen among the candidates below by `training.evaluation.selection`: the best worse-of-two "
                    f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
                    f"accuracy, worse-of-two AUROCs within {selection.AUROC_TIE} counting as a tie that the sum of "
                    "both decides (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n")

@@ -9,7 +9,7 @@ holds every scale from a texture patch to the whole picture, resized to the inpu
 flipped half the time.
 
 Groups named in ``holdout`` are never trained on; evaluation crops them the same way as an OOD set of
-a source the model never saw (``training.ood_sets``: ``outliers:PATH#GROUP+GROUP``).
+a source the model never saw (``training.evaluation.ood_sets``: ``outliers:PATH#GROUP+GROUP``).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def resnet_small(cache: Path) -> Path:
         return path
     import torch
 
-    from service.modelfile import InputSpec, ModelMetadata
+    from modelfile import InputSpec, ModelMetadata
     from service.runtime import ModelRuntime
     from training import models
     from training.data import DatasetInfo

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.modelfile import METADATA_KEY, Calibration, InputSpec, ModelMetadata
+from modelfile import METADATA_KEY, Calibration, InputSpec, ModelMetadata
 
 
 def metadata(

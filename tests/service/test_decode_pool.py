@@ -14,10 +14,10 @@ from hostile_images import png_rows
 from samples import digit_png, encode, photo
 from servers import ServerThread, settings_for
 
+from modelfile import InputSpec
 from service.decodepool import INLINE_BYTES, SMALL_SHARE, DecodePool
 from service.errors import DeadlineExceeded, Overloaded
 from service.imaging import Limits, open_image
-from service.modelfile import InputSpec
 
 SPEC = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
 LIMITS = Limits(max_pixels=4_000_000, max_side=20_000, max_aspect_ratio=100)

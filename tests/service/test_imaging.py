@@ -10,9 +10,9 @@ from hostile_images import float_digit_with, lab_tiff, png_header, png_rows
 from PIL import Image
 from samples import bomb_png, digit, encode, photo
 
+from modelfile import InputSpec
 from service.errors import DeadlineExceeded
 from service.imaging import ImageError, Limits, load_image, open_image
-from service.modelfile import InputSpec
 
 GRAY28 = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
 RGB32 = InputSpec(channels=3, height=32, width=32, color_mode="RGB", resize="stretch")

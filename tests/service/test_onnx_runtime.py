@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from stand_in import metadata, write_corrupt_model, write_model
 
-from service.modelfile import InvalidModelFile
+from modelfile import InvalidModelFile
 from service.runtime import ModelRuntime
 
 CPU = ["CPUExecutionProvider"]

@@ -14,8 +14,8 @@ from samples import digit_png, spread_digits
 from servers import DEFAULT_MODEL, RGB_MODEL
 from tritonclient.utils import InferenceServerException
 
+from modelfile import InputSpec
 from service.imaging import Limits, load_image
-from service.modelfile import InputSpec
 
 MNIST_INPUT = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
 

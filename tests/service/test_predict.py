@@ -6,7 +6,7 @@ import pytest
 from samples import digit_png, encode, photo, spread_digits
 from servers import DEFAULT_MODEL, RGB_MODEL
 
-from service.modelfile import read_metadata
+from modelfile import read_metadata
 from service.settings import Settings
 
 

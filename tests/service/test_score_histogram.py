@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import REPO
 from stand_in import metadata
 
+from modelfile import Calibration, read_metadata
 from service.metrics import Metrics
-from service.modelfile import Calibration, read_metadata
 from service.score_histogram import score_buckets
 
 BUNDLED = sorted((REPO / "models").glob("*.onnx"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from service.modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
+from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import data as datasets
 from training.export import export_checkpoint
 

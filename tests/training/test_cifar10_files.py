@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cifar10_fixture import CLASSES, offline_env
 
-from service.modelfile import read_metadata
+from modelfile import read_metadata
 from training.checkpoint import load as load_checkpoint
 
 

@@ -1,4 +1,4 @@
-"""``python -m training.evaluate`` on a LeNet trained here: outputs, and the ONNX path == the checkpoint path."""
+"""``python -m training.evaluation`` on a LeNet trained here: outputs, and the ONNX path == the checkpoint path."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training import evaluate, ood_sets
-from training.ood_sets import InputShape
+from training.evaluation import evaluate, ood_sets
+from training.evaluation.ood_sets import InputShape
 
 SHARED_ROWS = ("uniform", "permuted", "noise", "fake-cifar-gray", "scaled-noise x1", "scaled-noise x10",
                "scaled-noise x100", "scaled-noise x1000")
@@ -139,7 +139,7 @@ def test_adversarial_samples_counted_as_in_the_paper():
 
 
 def test_the_stored_threshold_rows_are_what_the_file_rejects_and_accepts(evaluated, trained):
-    from service.modelfile import read_metadata
+    from modelfile import read_metadata
 
     ev, _ = evaluated
     _, onnx, _ = trained

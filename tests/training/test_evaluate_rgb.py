@@ -1,4 +1,4 @@
-"""``python -m training.evaluate`` on an RGB resnet_small (issue 13, acceptance 4), run as a user runs it: it
+"""``python -m training.evaluation`` on an RGB resnet_small (issue 13, acceptance 4), run as a user runs it: it
 prints the test error, the share of in-distribution images the stored threshold rejects, and a row per OOD set
 (digits as 3-channel 32x32, textures, noise, scaled noise and the adversarial sets) that are the model's own."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cifar10_fixture import offline_env
 
-from service.modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
+from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import data as datasets
 
 DIGITS = Path(__file__).resolve().parents[1] / "data" / "mnist-t10k-heldout"
@@ -22,7 +22,7 @@ SETS = (f"imagefolder:{DIGITS}", "uniform", "noise", "textures", "scaled-noise",
 def test_evaluate_cli_on_an_rgb_model(rgb_resnet, cifar10_files, tmp_path):
     ckpt, onnx = rgb_resnet
     proc = subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--checkpoint", f"resnet={ckpt}", "--onnx", f"resnet={onnx}",
+        [sys.executable, "-m", "training.evaluation", "--checkpoint", f"resnet={ckpt}", "--onnx", f"resnet={onnx}",
          "--ood", ",".join(SETS), "--data-root", str(cifar10_files), "--n-ood", "40", "--n-adv", "8",
          "--adv-steps", "3", "--out", str(tmp_path / "eval"), "--no-progress"],
         capture_output=True, text=True, env=offline_env(), timeout=300,

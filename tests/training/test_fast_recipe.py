@@ -159,7 +159,7 @@ def fastnet_ckpt(cifar10_files, runs_dir) -> Path:
 
 
 def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path):
-    from service.modelfile import read_metadata
+    from modelfile import read_metadata
     from training.export import export_checkpoint
 
     ckpt = fastnet_ckpt
@@ -189,7 +189,7 @@ def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path)
 
 
 def test_flip_tta_in_the_graph_sees_an_image_and_its_mirror_alike_and_says_so(fastnet_ckpt, tmp_path):
-    from service.modelfile import open_session, read_metadata
+    from modelfile import open_session, read_metadata
     from training.export import export_checkpoint, run_scores
 
     plain, tta = tmp_path / "plain.onnx", tmp_path / "tta.onnx"

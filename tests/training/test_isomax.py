@@ -12,7 +12,7 @@ import torch
 from servers import ServerThread, settings_for
 from torch.nn import functional as F
 
-from service.modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
+from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import data as datasets
 from training import models
 from training.checkpoint import build_model

@@ -19,11 +19,12 @@ from PIL import Image
 from servers import ServerThread, settings_for
 from torch.nn import functional as F
 
-from service.modelfile import read_metadata
+from modelfile import read_metadata
 from training import data as datasets
-from training import models, ood_metrics
+from training import models
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
+from training.evaluation import ood_metrics
 from training.methods import build, spec
 from training.methods.mcd import MCD, MCDConfig, TwoHeads, discrepancy_loss, entropy
 

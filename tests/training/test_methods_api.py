@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
+from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import cli, methods
 from training import data as datasets
 from training.checkpoint import build_model

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 
 from training import data as datasets
-from training import ood_metrics
 from training.attacks import max_log_confidence, pgd
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
+from training.evaluation import ood_metrics
 
 ADV_STEPS = 5  # the same budget the ACET fixture trained with
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from training import ood_metrics as m
+from training.evaluation import ood_metrics as m
 
 
 def test_perfect_separation():

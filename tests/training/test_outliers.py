@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import ood_sets
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 from training.cli import main as cli_main
+from training.evaluation import ood_sets
 from training.imagefiles import NoImages
 from training.outliers import KEEP_SIDE, OutlierImages
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from training import ood_sets
-from training.ood_sets import InputShape
+from training.evaluation import ood_sets
+from training.evaluation.ood_sets import InputShape
 
 RGB = InputShape(3, 32, 32)
 DIGITS = Path(__file__).resolve().parents[1] / "data" / "mnist-t10k-heldout"

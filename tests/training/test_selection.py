@@ -1,8 +1,8 @@
-"""How training.selection picks the model to ship from its validation measurements."""
+"""How training.evaluation.selection picks the model to ship from its validation measurements."""
 
 from __future__ import annotations
 
-from training.selection import AUROC_TIE, Measured, choose
+from training.evaluation.selection import AUROC_TIE, Measured, choose
 
 
 def test_the_best_worse_of_two_auroc_wins_among_accurate_enough_candidates():

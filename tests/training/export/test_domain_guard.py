@@ -1,4 +1,4 @@
-"""The model file's input-domain guard (training.domain_guard): an exported file gives an input outside
+"""The model file's input-domain guard (training.export.domain_guard): an exported file gives an input outside
 [0, 1] the largest ood_score, so it is rejected at any threshold, while the network alone accepts it with
 full confidence; images inside the domain keep the network's own score; the command adds the guard to a
 file exported without it, once."""
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES, read_metadata
+from modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES, read_metadata
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 from training.export import Deployable
@@ -73,7 +73,7 @@ def test_the_command_guards_a_file_exported_without_it_once(plain_ckpt, tmp_path
     before = run(path, x)
     assert (before[1] < OUT_OF_DOMAIN_SCORE).all()
 
-    cmd = [sys.executable, "-m", "training.domain_guard", str(path)]
+    cmd = [sys.executable, "-m", "training.export.domain_guard", str(path)]
     first, second = (subprocess.run(cmd, capture_output=True, text=True, check=True).stdout for _ in range(2))
     assert "guard added" in first and "already guarded" in second
     probabilities, score = run(path, x)

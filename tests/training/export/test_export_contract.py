@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
-from service.modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata
+from modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata
 from training import data as datasets
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint

@@ -16,8 +16,8 @@ from cifar10_fixture import CLASSES
 from PIL import Image
 from servers import ServerThread, settings_for
 
+from modelfile import read_metadata
 from service.imaging import Limits, load_image
-from service.modelfile import read_metadata
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 

@@ -1,4 +1,4 @@
-"""The model file: the one contract between ``training/`` and ``service/``.
+"""The model file's metadata schema: the one contract between ``training/`` and ``service/``.
 
 An oodserve model is a single ONNX file. Its graph takes ``images`` (float32 ``[N, C, H, W]`` in
 [0, 1]) and returns ``probabilities`` ``[N, K]``, ``ood_score`` ``[N]`` (higher = more likely
@@ -7,8 +7,8 @@ graph lives in one JSON document under the ``oodserve`` key of the file's ``meta
 validated by :class:`ModelMetadata`. The human-readable description is ``docs/model-format.md``;
 keep the two in step.
 
-This module has no torch dependency: the exporter imports it, the service imports it, and the
-arrow never points the other way.
+This package has no torch and no onnxruntime dependency (``modelfile.session`` imports onnxruntime
+when it is called): the exporter imports it, the service imports it, and neither imports the other.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import functools
 import itertools
 import json
 import math
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -27,10 +26,7 @@ SCHEMA_VERSION = 1
 METADATA_KEY = "oodserve"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "ood_score", "logits")
-# An input with a pixel more than DOMAIN_TOLERANCE outside [0, 1] is not an image; the graph's input-domain
-# guard (training.domain_guard) gives it this ood_score, whatever the network says (docs/model-format.md).
-DOMAIN_TOLERANCE = 1.0 / 255.0
-OUT_OF_DOMAIN_SCORE = float(np.finfo(np.float32).max)
+CALIBRATION_QUANTILES = 1001  # the most in-distribution scores a file stores for its p-values
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -97,6 +93,30 @@ class Calibration(_Strict):
         q = self.score_array
         share_at_or_above = 1.0 - np.searchsorted(q, np.asarray(scores, dtype=np.float64), side="left") / len(q)
         return (1.0 + self.n * share_at_or_above) / (self.n + 1.0)
+
+    def is_ood(self, scores: np.ndarray) -> np.ndarray:
+        """The reject rule, written once: ``ood_score > threshold``, failing closed. Written as "not at or
+        below" because ``NaN > threshold`` is False: NaN and +-inf are rejected."""
+        scores = np.asarray(scores)
+        return ~(scores <= self.threshold) | ~np.isfinite(scores)
+
+    def accepted_share(self, scores: np.ndarray) -> float:
+        """The share of ``scores`` the rule accepts (what a served model lets through)."""
+        return float((~self.is_ood(scores)).mean())
+
+    def rejected_share(self, scores: np.ndarray) -> float:
+        """The share of ``scores`` the rule rejects (of in-distribution images: the promise, 1 - tpr)."""
+        return float(self.is_ood(scores).mean())
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray, tpr: float, *, split: str = "validation") -> Calibration:
+        """Threshold = the in-distribution score below which ``tpr`` of the images fall; the p-value table is
+        at most ``CALIBRATION_QUANTILES`` quantiles of the scores."""
+        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        n, threshold = len(scores), float(np.quantile(scores, tpr, method="higher"))
+        if n > CALIBRATION_QUANTILES:
+            scores = np.quantile(scores, np.linspace(0, 1, CALIBRATION_QUANTILES), method="nearest")
+        return cls(threshold=threshold, tpr=tpr, n=n, scores=[float(s) for s in scores], split=split)
 
 
 class OODResult(_Strict):
@@ -168,37 +188,6 @@ def metadata_from_props(props: dict[str, str]) -> ModelMetadata:
     except json.JSONDecodeError as e:
         raise InvalidModelFile(f"metadata field '{METADATA_KEY}' is not valid JSON: {e}") from None
     return ModelMetadata.from_json(raw)
-
-
-def open_session(path: str | Path, *, threads: int | None = None, providers: list[str] | None = None):
-    """The one way an onnxruntime session is opened for a model file (the service's runtime, metadata
-    reads, the exporter's calibration, evaluation). ``threads``: intra-op threads, sequential execution,
-    no spinning (the service's settings); None leaves onnxruntime's defaults. Providers that this
-    onnxruntime lacks are dropped (CPU if none is left). A file that does not load raises
-    ``InvalidModelFile`` naming it."""
-    import onnxruntime as ort  # here, not at the top: the exporter imports this module too
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # onnxruntime's own warnings; callers say what matters
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle intra-op threads otherwise spin for a while after each batch; on a machine that also
-        # decodes images (or trains models) that burns CPU for a few microseconds of latency.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    available = ort.get_available_providers()
-    usable = [p for p in providers or [] if p in available] or ["CPUExecutionProvider"]
-    try:
-        return ort.InferenceSession(str(path), opts, providers=usable)
-    except Exception as e:  # onnxruntime raises Fail/InvalidGraph/InvalidProtobuf/NoSuchFile
-        raise InvalidModelFile(f"{Path(path).name}: not a loadable ONNX model ({e})") from None
-
-
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """Read and validate the metadata of an ONNX file (the service's runtime reads ``metadata_props``
-    without the ``onnx`` package)."""
-    return metadata_from_props(open_session(path).get_modelmeta().custom_metadata_map)
 
 
 def check_graph_signature(input_names: list[str], output_names: list[str]) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from . import data as datasets
+from .. import data as datasets
+from ..noise import noise_batch
 from . import evaluate, ood_metrics
-from .noise import noise_batch
 from .scorers import TorchModel
 
 

@@ -3,7 +3,7 @@
 Real data sets are read from their test splits without downloading; noise sets are drawn with a
 seed derived from the set's name, so adding a set never changes another and every model in a
 side-by-side comparison sees the same images. The adversarial sets (``adv-noise``, ``adv-samples``)
-depend on the model and are built in ``training.evaluate``.
+depend on the model and are built in ``training.evaluation.evaluate``.
 
 Names:
   mnist, fashion-mnist, cifar10, cifar100, svhn  the data set's test split (under --data-root)
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as datasets
-from . import imagefiles
-from .noise import noise_batch, permute_pixels
-from .outliers import OutlierImages
+from .. import data as datasets
+from .. import imagefiles
+from ..noise import noise_batch, permute_pixels
+from ..outliers import OutlierImages
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 NOISE_SETS = ("uniform", "permuted", "noise")

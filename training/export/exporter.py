@@ -4,7 +4,7 @@ The graph returns ``probabilities``, ``ood_score`` and ``logits`` for ``images``
 method's score is computed inside the graph, so the service needs no method-specific code. The
 reject threshold is set on the held-out validation split (never the test set) by running the
 *exported* file through onnxruntime, so what is calibrated is exactly what is served. The schema of
-the metadata is ``service.modelfile`` (documented in ``docs/model-format.md``).
+the metadata is ``modelfile`` (documented in ``docs/model-format.md``).
 
     python -m training.export --checkpoint runs/acet/last.pt --out models/my-model.onnx
     python -m training.export --check models/my-model.onnx
@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from service.modelfile import (
+from modelfile import (
     INPUT_NAME,
     METADATA_KEY,
     OUTPUT_NAMES,
@@ -38,10 +38,10 @@ from service.modelfile import (
     read_metadata,
 )
 
-from . import checkpoint, domain_guard, ood_metrics, ood_sets, score_choice
-from . import data as datasets
-
-CALIBRATION_QUANTILES = 1001
+from .. import checkpoint
+from .. import data as datasets
+from ..evaluation import ood_metrics, ood_sets, score_choice
+from . import domain_guard
 
 
 class Deployable(nn.Module):
@@ -76,7 +76,7 @@ TTA = {"none": None, "flip": FlipAveraged}
 
 def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) -> None:
     """Write the graph (no metadata yet) with a dynamic batch dimension, as one file, its score guarded
-    against inputs outside [0, 1] (``training.domain_guard``)."""
+    against inputs outside [0, 1] (``training.export.domain_guard``)."""
     wrapper = Deployable(model, method).eval()
     example = torch.rand(2, info.channels, info.height, info.width)  # 2, not 1: a batch of 1 would specialise
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,20 +134,10 @@ def run_scores(sess, images: torch.Tensor, batch_size: int = 512) -> tuple[np.nd
     return np.concatenate(probs), np.concatenate(scores)
 
 
-def calibrate(scores: np.ndarray, tpr: float) -> Calibration:
-    """Threshold = the validation score below which ``tpr`` of in-distribution images fall."""
-    scores = np.sort(scores.astype(np.float64))
-    threshold = float(np.quantile(scores, tpr, method="higher"))
-    if len(scores) > CALIBRATION_QUANTILES:
-        sample = np.quantile(scores, np.linspace(0, 1, CALIBRATION_QUANTILES), method="nearest")
-    else:
-        sample = scores
-    return Calibration(threshold=threshold, tpr=tpr, n=len(scores), scores=[float(s) for s in sample])
-
-
 def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, n: int = 1000
                    ) -> dict[str, torch.Tensor]:
-    """OOD sets that need no download (``training.ood_sets``): uniform noise and pixel-permuted test images."""
+    """OOD sets that need no download (``training.evaluation.ood_sets``): uniform noise and pixel-permuted test
+    images."""
     n = min(n, len(test_x))
     return {name: ood_sets.noise_set(name, shape, test_x, n, seed) for name in ("uniform", "permuted")}
 
@@ -181,7 +171,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
     sess = open_session(out)
 
     _, val_scores = run_scores(sess, splits.val.x)
-    calibration = calibrate(val_scores, tpr)
+    calibration = Calibration.from_scores(val_scores, tpr)
     shape = ood_sets.InputShape(info.channels, info.height, info.width)
     evaluation = evaluate_on_test(sess, splits.test, calibration,
                                   {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})})
@@ -204,7 +194,6 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
     """Accuracy, the share of the test split rejected at the stored threshold, whether its conformal p-values are
     uniform, and per OOD set the AUROC, FPR at the test split's 95 % TPR, mean max confidence and the share the
     stored threshold accepts."""
-    threshold = calibration.threshold
     test_probs, test_scores = run_scores(sess, test.x)
     results = {}
     for set_name, images in ood.items():
@@ -213,11 +202,12 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
             auroc=ood_metrics.auroc(-test_scores, -ood_scores),
             fpr_at_95_tpr=ood_metrics.fpr_at_tpr(-test_scores, -ood_scores, 0.95),
             mmc=float(ood_probs.max(1).mean()),
-            accepted=float((ood_scores <= threshold).mean()),
+            accepted=calibration.accepted_share(ood_scores),
         )
     uniformity = stats.kstest(calibration.p_values(test_scores), "uniform").pvalue
     return Evaluation(test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()), ood=results,
-                      id_reject_rate=float((test_scores > threshold).mean()), id_p_value_uniformity=float(uniformity))
+                      id_reject_rate=calibration.rejected_share(test_scores),
+                      id_p_value_uniformity=float(uniformity))
 
 
 def write_metadata(path: Path, meta: ModelMetadata) -> None:
@@ -248,7 +238,7 @@ def check(path: Path) -> int:
     ms = (time.perf_counter() - t) * 1e3
     assert probs.shape == (8, len(meta.classes)) and score.shape == (8,) and logits.shape == probs.shape
     print(f"onnxruntime: batch of 8 random images -> probabilities {probs.shape}, ood_score {score.shape}, "
-          f"logits {logits.shape} in {ms:.1f} ms; {int((score > meta.calibration.threshold).sum())}/8 flagged OOD")
+          f"logits {logits.shape} in {ms:.1f} ms; {int(meta.calibration.is_ood(score).sum())}/8 flagged OOD")
     return 0
 
 

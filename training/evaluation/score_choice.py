@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as datasets
+from .. import data as datasets
+from ..methods import Method
+from ..noise import noise_batch
 from . import ood_metrics
-from .methods import Method
-from .noise import noise_batch
 
 
 @torch.no_grad()

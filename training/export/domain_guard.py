@@ -12,8 +12,9 @@ file that normalises inside its graph.
 
 The service never sends such an input (decoding yields [0, 1]; the v2 endpoint refuses other values), so
 the guard protects users who run the file directly. ``training.export`` adds it to every file;
+(``training.evaluation.scorers.guarded`` is the same rule in torch, for checkpoints), and
 
-    python -m training.domain_guard models/old-model.onnx
+    python -m training.export.domain_guard models/old-model.onnx
 
 adds it to a file exported before (idempotent; metadata, weights and in-domain outputs are unchanged).
 """
@@ -25,19 +26,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from service.modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES
+from modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES
 
 PREFIX = "domain_guard/"
 _, SCORE, _ = OUTPUT_NAMES  # the output the guard takes over
-
-
-def apply(images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """The guard in torch: a checkpoint scored as its exported file scores (``training.scorers``)."""
-    flat = images.flatten(1)
-    outside = (flat.amin(1) < -DOMAIN_TOLERANCE) | (flat.amax(1) > 1.0 + DOMAIN_TOLERANCE)
-    return torch.where(outside, torch.full_like(scores, OUT_OF_DOMAIN_SCORE), scores)
 
 
 def is_guarded(proto) -> bool:
