@@ -295,8 +295,7 @@ def _metrics(c: Candidate, rows: list[str], outs: dict[str, Outputs], id_data: t
                       id_test=what, n_id=len(y), test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
                       id_mmc=ood_metrics.mmc(id_out.probabilities))
     if c.calibration is not None:
-        res.threshold = c.calibration.threshold
-        res.id_reject_rate = c.calibration.rejected_share(id_out.ood_score)
+        res.threshold, res.id_reject_rate = c.calibration.threshold, c.calibration.rejected_share(id_out.ood_score)
     for row in rows:
         if row not in outs:
             res.sets[row] = {"n": 0, "note": notes.get(row, "not computed")}

@@ -1,15 +1,19 @@
-"""The shape of the code (docs/design: imports form a tree, small functions and modules), checked by
-reading the source: training/'s imports have no cycle, export never reaches the loop, the service and
-its tests never import training."""
+"""The shape of the code (docs/architecture.md: imports form a tree, small functions and modules), checked by
+reading the source: training -> modelfile <- service and nothing else between them, no cycle anywhere,
+export never reaches the loop, evaluation never reaches export, the service and its tests never import
+training or torch, and importing the contract pulls in neither torch nor onnxruntime."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("modelfile", "training", "service")
 
 
 def module_name(path: Path) -> str:
@@ -35,8 +39,16 @@ def imports_of(path: Path) -> set[str]:
             or (REPO / Path(*m.split(".")) / "__init__.py").is_file()}
 
 
-def graph(folder: str) -> dict[str, set[str]]:
-    return {module_name(p): imports_of(p) - {module_name(p)} for p in sorted((REPO / folder).rglob("*.py"))}
+def graph(*folders: str) -> dict[str, set[str]]:
+    """Module -> the modules it imports, less its own packages (``from . import x`` runs this package's
+    ``__init__`` first, which Python does for every submodule anyway)."""
+    return {module_name(p): imports_of(p) - {module_name(p)} - ancestors(module_name(p))
+            for folder in folders for p in sorted((REPO / folder).rglob("*.py"))}
+
+
+def ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
 def cycle(g: dict[str, set[str]]) -> list[str] | None:
@@ -68,11 +80,36 @@ def reachable(g: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_training_imports_form_a_tree():
-    g = graph("training")
+def test_imports_form_a_tree():
+    g = graph(*PACKAGES)
     assert cycle(g) is None, " -> ".join(cycle(g))
+
+
+def test_training_and_the_service_meet_only_in_the_contract():
+    g = graph(*PACKAGES)
+    edges = {(m.split(".")[0], n.split(".")[0]) for m, targets in g.items() for n in targets}
+    assert {(a, b) for a, b in edges if a != b} == {("training", "modelfile"), ("service", "modelfile")}
+
+
+def test_the_rooms_of_training_import_downwards():
+    g = graph("training")
     assert "training.loop" not in reachable(g, "training.export")
     assert "training.checkpoint" in reachable(g, "training.export")
+    assert not {m for m in reachable(g, "training.evaluation.evaluate") if m.startswith("training.export")}
+    core = [m for m in g if m.count(".") == 1 and m not in ENTRY_POINTS
+            and m not in ("training.export", "training.evaluation", "training.methods")]
+    assert not {(m, n) for m in core for n in g[m] if n.startswith(("training.export", "training.evaluation"))}
+
+
+# The commands: `python -m training METHOD` and its aliases, the bundled models, the shared CLI.
+ENTRY_POINTS = {"training.__main__", "training.acet", "training.isomax", "training.mcd", "training.bundled",
+                "training.cli"}
+
+
+def test_importing_the_contract_pulls_in_neither_torch_nor_onnxruntime():
+    code = "import sys, modelfile; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -88,11 +125,15 @@ def test_serving_code_and_its_tests_never_import_training_or_torch(folder):
             assert not [n for n in names if n.split(".")[0] in ("training", "torch")], (path, names)
 
 
-@pytest.mark.parametrize("folder", ["training", "service"])
-def test_functions_and_modules_stay_small(folder):
+@pytest.mark.parametrize("folder", ["modelfile", "training", "service", "bench", "scripts"])
+def test_functions_stay_small(folder):
     for path in sorted((REPO / folder).rglob("*.py")):
-        source = path.read_text()
-        assert len(source.splitlines()) <= 400, path
-        for node in ast.walk(ast.parse(source)):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 assert node.end_lineno - node.lineno < 60, (path, node.name)
+
+
+@pytest.mark.parametrize("folder", PACKAGES)
+def test_modules_stay_small(folder):
+    for path in sorted((REPO / folder).rglob("*.py")):
+        assert len(path.read_text().splitlines()) <= 400, path
