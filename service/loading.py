@@ -37,12 +37,18 @@ async def open_runtime(f: ModelFile, settings: Settings) -> ModelRuntime:
 
 
 def served_name(f: ModelFile, runtime: ModelRuntime) -> str:
+    """In NAME/VERSION/ the directory names the model, as in Triton: a bundled file copied to
+    ``digits/1/model.onnx`` is served as ``digits``. A flat file is named by its metadata."""
     named = runtime.metadata.name
-    if not f.flat and named != f.origin.group:
-        raise InvalidModelFile(
-            f"{f.origin.source}: the metadata names the model '{named}' but its directory is '{f.origin.group}'"
-        )
-    return named
+    if f.flat or named == f.origin.group:
+        return named
+    log.warning(
+        "model file %s: its metadata names the model '%s'; serving it as '%s', as its directory says",
+        f.origin.source,
+        named,
+        f.origin.group,
+    )
+    return f.origin.group
 
 
 def wire(f: ModelFile, name: str, runtime: ModelRuntime, settings: Settings, metrics: Metrics) -> ServedModel:
