@@ -9,8 +9,9 @@ want of room (503 + Retry-After), whichever way it came in.
   known; the room they are given is held for their images (announced to the batcher: a batch
   forming now waits for them) until the images are queued or given up.
 
-Both come down to :func:`room`: queued and announced images together stay within ``max_queue``,
-and nothing is let in while the server shuts down.
+Both weigh a model's queue with :func:`room`: queued and announced images together stay within
+``max_queue``, and nothing is let in while the server shuts down. (The decode pool bounds its own
+queue per image, service/decodepool.py: a different resource, reached only after admission.)
 """
 
 from __future__ import annotations
