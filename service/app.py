@@ -7,6 +7,7 @@ what tests use; the module-level ``app`` is built from ``OODSERVE_*`` environmen
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service import errors, predict, v2protocol, v2repository
+from service import admission, errors, predict, v2protocol, v2repository
 from service.decodepool import DecodePool
 from service.draining import Drain
 from service.errors import ServiceError
@@ -84,12 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         DirectRoute, route=predict_route, endpoint=predict.predict, on_error=app.exception_handlers[ServiceError]
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    shed = predict.shed_when_full(registry)
+    refuse = functools.partial(admission.refusal, registry)
     app.add_middleware(
-        RequestMetrics, metrics=metrics, drain=drain, body_timeout_s=settings.body_timeout_s, shed=shed
+        RequestMetrics, metrics=metrics, drain=drain, body_timeout_s=settings.body_timeout_s, refuse=refuse
     )
     # For python -m service's HTTP protocol (service/connections.py): refusing before the app runs.
-    app.state.early_refusal = EarlyRefusal(shed, metrics, paths={"/predict"})
+    app.state.early_refusal = EarlyRefusal(refuse, metrics, paths=admission.EARLY_PATHS)
     return app
 
 
@@ -160,9 +161,9 @@ async def prometheus_metrics(request: Request) -> Response:
 def _model_info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
     m = served.metadata
     return ModelInfo(
-        name=m.name,
+        name=served.name,
         version=served.version,
-        default=m.name == registry.settings.default_model and served is registry.models[m.name],
+        default=served.name == registry.settings.default_model and served is registry.models[served.name],
         model_version=m.version,
         source=served.origin.source,
         method=m.method,

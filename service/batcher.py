@@ -8,9 +8,9 @@ waits for them until it is full (``max_batch_size`` images) or the oldest reques
 full as the traffic allows. With ``wait_when_idle`` the oldest request always waits up to
 ``max_delay`` for a full batch (Triton's queue delay; tests use it to hold requests in the queue).
 
-- The queue is bounded (``max_queue`` images, queued and announced together): a request that does
-  not fit is refused at once (:class:`QueueFull`, 503 + Retry-After) rather than waiting behind work
-  the server cannot do; :meth:`Batcher.check_room` lets the route refuse before it reads the body.
+- The queue is bounded (``max_queue`` images, queued and announced together). Whether a request
+  fits is service/admission.py's decision, which announces the images it lets in; :meth:`submit`
+  queues what it is given.
 - Every request has a deadline: past it the caller gets :class:`DeadlineExceeded` (504) and its
   images leave the queue, so nobody computes answers nobody waits for.
 - A request's images always travel in one batch; a batch that fails fails only the requests in it.
@@ -29,17 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
 from service.metrics import ModelMetrics
+from service.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
-
-Outputs = dict[str, np.ndarray]
-
-
-class QueueFull(ServiceError):
-    status = 503
-    code = "queue_full"
 
 
 class BatchFailed(ServiceError):
@@ -50,9 +45,9 @@ class BatchFailed(ServiceError):
 @dataclass(eq=False)
 class _Pending:
     images: np.ndarray
-    future: asyncio.Future[Outputs]
+    future: asyncio.Future[Verdicts]
     enqueued: float  # loop.time()
-    deadline: float
+    deadline: Deadline
     taken: bool = False  # in a batch: its answer comes from the model, it no longer counts as queued
 
 
@@ -85,7 +80,7 @@ class Batcher:
     def __init__(
         self,
         name: str,
-        infer: Callable[[np.ndarray], Outputs],
+        infer: Callable[[np.ndarray], Verdicts],
         metrics: ModelMetrics,
         *,
         max_batch_size: int,
@@ -112,56 +107,50 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
 
     async def close(self) -> None:
-        """Answer everything still queued (without waiting for fuller batches), then stop."""
+        """Answer everything still queued or announced (without waiting for fuller batches), then stop."""
         self._closing = True
         self._arrived.set()
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def check_room(self, images: int = 1) -> None:
-        """Raise :class:`QueueFull` unless ``images`` more fit behind what is queued and announced."""
-        if self._closing:
-            raise QueueFull("the server is shutting down", headers={"Retry-After": "1"})
-        waiting = self._queued_images + self._incoming
-        if waiting + images > self.max_queue:
-            raise QueueFull(
-                f"model '{self.name}' has {waiting} images queued or on their way (limit {self.max_queue}); "
-                "retry shortly",
-                headers={"Retry-After": "1"},
-            )
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def waiting(self) -> int:
+        """Images queued or announced: what admission weighs against ``max_queue``."""
+        return self._queued_images + self._incoming
 
     def announce(self, images: int = 1) -> Announcement:
-        """Tell the batcher ``images`` are on their way, so a batch waits for them (up to ``max_delay``).
-
-        Use it as a context manager around decoding and :meth:`submit`; call :meth:`check_room` first.
-        """
+        """Tell the batcher ``images`` are on their way, so a batch waits for them (up to ``max_delay``)
+        and they count against ``max_queue``. Admission does this for the requests it lets in; use it
+        as a context manager around decoding and :meth:`submit`."""
         self._incoming += images
         return Announcement(self, images)
 
-    async def submit(self, images: np.ndarray, timeout_s: float, announced: Announcement | None = None) -> Outputs:
-        """Queue ``images`` ``[n, ...]`` and return the model's outputs for exactly those rows."""
+    async def submit(self, images: np.ndarray, deadline: Deadline, announced: Announcement | None = None) -> Verdicts:
+        """Queue ``images`` ``[n, ...]`` and return the verdicts for exactly those rows."""
         n = len(images)
         if not 1 <= n <= self.max_batch_size:
             raise ValueError(f"a request must hold 1..{self.max_batch_size} images, got {n}")
         if announced is not None:
             announced.withdraw()
-        self.check_room(n)
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        pending = _Pending(images, loop.create_future(), now, now + timeout_s)
-        queued_ahead = self._queued_images
+        pending = _Pending(images, loop.create_future(), loop.time(), deadline)
+        queued_ahead, left_s = self._queued_images, deadline.remaining()
         self._queue.append(pending)
         self._queued_images += n
         self._metrics.queue_depth.set(self._queued_images)
         self._arrived.set()
         try:
             # A timeout (or the caller's cancellation) cancels the future; the batcher skips cancelled ones.
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(left_s):
                 return await pending.future
         except TimeoutError:
             raise DeadlineExceeded(
-                f"model '{self.name}' did not answer before the request's deadline ({timeout_s * 1000:,.0f} ms "
+                f"model '{self.name}' did not answer before the request's deadline ({left_s * 1000:,.0f} ms "
                 f"were left when it was queued behind {queued_ahead} images)"
             ) from None
         finally:
@@ -180,7 +169,7 @@ class Batcher:
     async def _serve(self) -> None:
         while True:
             if not self._queue:
-                if self._closing:
+                if self._closing and not self._incoming:  # what admission let in before the close is answered
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -232,7 +221,7 @@ class Batcher:
             self._queued_images -= len(pending.images)
             if pending.future.done():
                 continue
-            if now > pending.deadline:
+            if pending.deadline.passed():
                 where = f"the queue of model '{self.name}'"
                 pending.future.set_exception(
                     DeadlineExceeded(f"the request's deadline passed while it waited in {where}")
@@ -248,7 +237,7 @@ class Batcher:
         images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
         started = time.perf_counter()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, images)
+            verdicts = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, images)
         except Exception as e:
             log.exception("model '%s' failed on a batch of %d images", self.name, len(images))
             for p in batch:
@@ -261,5 +250,5 @@ class Batcher:
         for p in batch:
             stop = start + len(p.images)
             if not p.future.done():
-                p.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+                p.future.set_result(verdicts.rows(start, stop))
             start = stop

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import ctypes
 import ctypes.util
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -28,6 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from modelfile import InputSpec
+from service.deadline import Deadline
 from service.errors import DeadlineExceeded, Overloaded
 from service.imaging import Limits, decode, load_small_image, open_image
 
@@ -69,8 +69,8 @@ class DecodePool:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def load(self, data: bytes, spec: InputSpec, limits: Limits, deadline: float) -> np.ndarray:
-        """Decode one image to ``spec`` before ``deadline`` (``time.monotonic()``), within the budget."""
+    async def load(self, data: bytes, spec: InputSpec, limits: Limits, deadline: Deadline) -> np.ndarray:
+        """Decode one image to ``spec`` before ``deadline``, within the budget."""
         if len(data) <= INLINE_BYTES:
             opened = open_image(data, spec, limits)
             if opened.cost <= INLINE_COST:
@@ -93,7 +93,7 @@ class DecodePool:
         # even if the request stopped waiting for it: the count stays true to what is held.
         return await self._on_thread(decode, deadline, opened, spec, deadline, finish=lambda: self._finish(cost))
 
-    async def run(self, fn: Callable[..., T], deadline: float, *args: object) -> T:
+    async def run(self, fn: Callable[..., T], deadline: Deadline, *args: object) -> T:
         """Run other CPU work of a request (parsing a v2 body) on the pool, under the same queue bound."""
         self._admit()
         return await self._on_thread(fn, deadline, *args, finish=lambda: self._finish(0))
@@ -113,13 +113,13 @@ class DecodePool:
             self._release(cost)
 
     async def _on_thread(
-        self, fn: Callable[..., T], deadline: float, *args: object, finish: Callable[[], None] | None = None
+        self, fn: Callable[..., T], deadline: Deadline, *args: object, finish: Callable[[], None] | None = None
     ) -> T:
         future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         if finish is not None:
             future.add_done_callback(lambda _: finish())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(deadline - time.monotonic(), 0.0))
+            return await asyncio.wait_for(asyncio.shield(future), deadline.remaining())
         except TimeoutError:
             # The thread stops by itself soon: imaging's reader refuses to be read past the deadline.
             future.add_done_callback(_discard)
@@ -127,7 +127,7 @@ class DecodePool:
 
     # --- the memory budget ------------------------------------------------------------------
 
-    async def _reserve(self, cost: int, deadline: float) -> None:
+    async def _reserve(self, cost: int, deadline: Deadline) -> None:
         if not self._waiters and self._reserved + cost <= self.memory_bytes:
             self._reserved += cost
             return
@@ -136,7 +136,7 @@ class DecodePool:
         self._waiters.append(turn)
         self._grant()
         try:
-            await asyncio.wait_for(asyncio.shield(turn), max(deadline - time.monotonic(), 0.0))
+            await asyncio.wait_for(asyncio.shield(turn), deadline.remaining())
         except BaseException as e:  # the deadline, or the client went away
             if turn.done():  # granted in the same instant: give it back
                 self._release(cost)

@@ -14,13 +14,13 @@ Every decoding failure becomes an :class:`ImageError` that the app turns into a 
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from modelfile import InputSpec
+from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
 
 # Formats a client may send. Pillow can open many more, some through external programs (EPS runs
@@ -91,13 +91,13 @@ class Limits:
     max_aspect_ratio: float = float("inf")
 
 
-def load_image(data: bytes, spec: InputSpec, limits: Limits, deadline: float | None = None) -> np.ndarray:
+def load_image(data: bytes, spec: InputSpec, limits: Limits, deadline: Deadline | None = None) -> np.ndarray:
     """Decode ``data`` and bring it to ``spec``: float32 ``[channels, height, width]`` in [0, 1]."""
     return decode(open_image(data, spec, limits), spec, deadline)
 
 
 def load_small_image(
-    data: bytes, spec: InputSpec, limits: Limits, small_bytes: int, deadline: float | None = None
+    data: bytes, spec: InputSpec, limits: Limits, small_bytes: int, deadline: Deadline | None = None
 ) -> np.ndarray | OpenedImage:
     """:func:`load_image` if decoding costs at most ``small_bytes``, else the opened (undecoded) image.
 
@@ -146,7 +146,7 @@ def open_image(data: bytes, spec: InputSpec, limits: Limits) -> OpenedImage:
     return OpenedImage(im, pixels * pixel_bytes + height * _ROW_BYTES + file_cost + slice_bytes + _FIXED_COST)
 
 
-def decode(opened: OpenedImage, spec: InputSpec, deadline: float | None = None) -> np.ndarray:
+def decode(opened: OpenedImage, spec: InputSpec, deadline: Deadline | None = None) -> np.ndarray:
     """Decode an image from :func:`open_image` and bring it to ``spec``."""
     im = opened.image
     fmt = im.format
@@ -177,10 +177,10 @@ class _DeadlineReader(io.BytesIO):
     request stops within one block instead of running (and holding memory) for nobody.
     """
 
-    deadline: float | None = None
+    deadline: Deadline | None = None
 
     def read(self, size: int | None = -1) -> bytes:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and self.deadline.passed():
             raise DeadlineExceeded("the request's deadline passed while its image was being decoded")
         return super().read(size)
 

@@ -140,6 +140,12 @@ class Metrics:
             buckets=P_VALUE_BUCKETS,
             registry=r,
         )
+        self.model_loads = Counter(
+            "oodserve_model_loads",
+            "Model versions loaded into service, refused by the checks, or unloaded",
+            ["model", "result"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "oodserve_model_info",
             "A served model (always 1); its metadata is in the labels",
@@ -148,12 +154,12 @@ class Metrics:
             registry=r,
         )
 
-    def for_model(self, metadata: ModelMetadata) -> ModelMetrics:
-        self.ood_score.add(metadata)
-        self.model_info.labels(metadata.name, metadata.version, metadata.method, metadata.score, metadata.dataset).set(
-            1
-        )
-        return ModelMetrics(self, metadata.name)
+    def for_model(self, metadata: ModelMetadata, name: str | None = None) -> ModelMetrics:
+        """The model's metrics, labelled ``name`` (the name it is served under; default: its metadata's)."""
+        name = name or metadata.name
+        self.ood_score.add(metadata, name)
+        self.model_info.labels(name, metadata.version, metadata.method, metadata.score, metadata.dataset).set(1)
+        return ModelMetrics(self, name)
 
     def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, model, str(status)).inc()

@@ -17,16 +17,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.connections import OVER_CONNECTION_LIMIT
 from service.draining import Drain
 from service.errors import BurstLog, ServiceError, UploadTooLarge, error_response
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# A refusal decided from the request line and headers alone (see ``RequestMetrics``): the endpoint to
-# count it under and the error, or None to let the app handle the request.
-Shed = Callable[[Scope], "tuple[str, ServiceError] | None"]
+# A refusal decided from the request line and headers alone (service/admission.py): the endpoint to
+# count it under (None: no route) and the error, or None to let the app handle the request.
+Refuse = Callable[[Scope], "tuple[str | None, ServiceError] | None"]
 
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer: not a server error
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -138,14 +137,14 @@ class EarlyRefusal:
     under servers without the service's protocol.
     """
 
-    def __init__(self, shed: Shed, metrics: Metrics, paths: set[str]):
-        self.shed = shed
+    def __init__(self, refuse: Refuse, metrics: Metrics, paths: set[str] | frozenset[str]):
+        self.refuse = refuse
         self.metrics = metrics
-        self.paths = frozenset(p.encode() for p in paths)  # the only paths ``shed`` can refuse
+        self.paths = frozenset(p.encode() for p in paths)  # the only paths ``refuse`` can refuse
         self.bursts = BurstLog()
 
     def app_for(self, method: str, path: str, query_string: bytes) -> ASGIApp | None:
-        refusal = self.shed({"type": "http", "method": method, "path": path, "query_string": query_string})
+        refusal = self.refuse({"type": "http", "method": method, "path": path, "query_string": query_string})
         if refusal is None:
             return None
         endpoint, exc = refusal
@@ -162,7 +161,7 @@ class EarlyRefusal:
             self.bursts.warning(Request(scope), exc)
             await send({"type": "http.response.start", "status": exc.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
-            self.metrics.observe_request(endpoint, "", exc.status, time.perf_counter() - started)
+            self.metrics.observe_request(endpoint or "unmatched", "", exc.status, time.perf_counter() - started)
 
         return refuse
 
@@ -184,17 +183,17 @@ class RequestMetrics:
       a server error. An unexpected exception is logged with its traceback and answered with 500.
     - The body must arrive within ``body_timeout_s`` of the request's start, else 408.
     - While the worker drains, responses say ``Connection: close`` so clients reconnect elsewhere.
-    - A request over the connection limit (marked by service/connections.py) gets 503 here, and so
-      does one that ``shed`` refuses from its line and headers (a model whose queue is full): no
-      routing, no body read, so refusing costs a fraction of what serving costs.
+    - A request that ``refuse`` refuses from its line and headers (over the connection limit, a model
+      whose queue is full: service/admission.py) gets its 503 here: no routing, no body read, so
+      refusing costs a fraction of what serving costs.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, shed: Shed | None = None):
+    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, refuse: Refuse):
         self.app = app
         self.metrics = metrics
         self.drain = drain
         self.body_timeout_s = body_timeout_s
-        self.shed = shed
+        self.refuse = refuse
         self.bursts = BurstLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,12 +203,10 @@ class RequestMetrics:
         rid = _request_id(scope)
         token = request_id.set(rid)
         outcome = _Outcome(receive, send, rid, self.drain, self.body_timeout_s)
-        shed_endpoint = None
+        refused_endpoint = None
         try:
-            if limit := scope.get(OVER_CONNECTION_LIMIT):
-                await self._over_limit(scope, outcome, limit)
-            elif self.shed is not None and (refusal := self.shed(scope)) is not None:
-                shed_endpoint, exc = refusal
+            if (refusal := self.refuse(scope)) is not None:
+                refused_endpoint, exc = refusal
                 await self._refuse(scope, outcome, exc)
             else:
                 await self.app(scope, outcome.receive, outcome.send)
@@ -217,22 +214,13 @@ class RequestMetrics:
             await outcome.failed(scope, exc)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or shed_endpoint or "unmatched"
+            endpoint = getattr(route, "path", None) or refused_endpoint or "unmatched"
             model = scope.get("state", {}).get("model", "")
             status = CLIENT_CLOSED if outcome.client_left else outcome.status
             if outcome.client_left:
                 log.info("%s %s: the client left before its answer (%d)", scope["method"], scope["path"], status)
             self.metrics.observe_request(endpoint, model, status, time.perf_counter() - started)
             request_id.reset(token)
-
-    async def _over_limit(self, scope: Scope, outcome: _Outcome, limit: int) -> None:
-        exc = ServiceError(
-            f"the server has {limit} connections open already; retry shortly",
-            code="too_many_connections",
-            status=503,
-            headers={"retry-after": "1", "connection": "close"},
-        )
-        await self._refuse(scope, outcome, exc)
 
     async def _refuse(self, scope: Scope, outcome: _Outcome, exc: ServiceError) -> None:
         request = Request(scope)

@@ -1,32 +1,32 @@
 """``POST /predict``: uploaded images -> labels, OOD scores and the reject flag.
 
-One image's path is a straight line: read the upload -> decode and resize on the decode pool ->
-the model's batcher -> response. A request the model's queue has no room for is refused (503 +
-Retry-After) before its body is read. The response is built as plain data and serialised once
-(orjson); ``PredictResponse`` documents it in the OpenAPI schema and tests check it against that.
+One image's path is a straight line: read the upload -> admission (service/admission.py) -> decode
+and resize on the decode pool -> the model's batcher -> response. A request the model's queue has
+no room for is refused (503 + Retry-After) by the request middleware before its body is read. The
+response is built as plain data and serialised once (orjson); ``PredictResponse`` documents it in
+the OpenAPI schema and tests check it against that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import urllib.parse
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.types import Scope
 
 from service import multipart
-from service.batcher import QueueFull
+from service.admission import admit
+from service.deadline import Deadline
 from service.decodepool import DecodePool
 from service.errors import ServiceError
 from service.imaging import FORMATS, ImageError, Limits
-from service.registry import ModelRegistry, ServedModel, Verdicts
+from service.registry import ModelRegistry, ServedModel
 from service.schemas import PredictResponse, error_responses
 from service.settings import Settings
+from service.verdicts import Verdicts
 
 router = APIRouter()
 
@@ -89,28 +89,6 @@ _BODY_DOC = {
 }
 
 
-def shed_when_full(registry: ModelRegistry):
-    """For ``RequestMetrics(shed=...)``: refuse ``POST /predict`` from its request line alone when the
-    model's queue is full, before routing, parsing or reading the body (under overload refusing must
-    cost little, or refusing is all the server does). The route checks again for what this misses."""
-
-    def shed(scope: Scope) -> tuple[str, QueueFull] | None:
-        if scope["path"] != "/predict" or scope["method"] != "POST":
-            return None
-        query = urllib.parse.parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
-        try:
-            served = registry.get(query.get("model", [None])[0], query.get("version", [None])[0])
-        except ServiceError:
-            return None  # the route answers 404 (or 503 while loading)
-        try:
-            served.batcher.check_room()
-        except QueueFull as e:
-            return "/predict", e
-        return None
-
-    return shed
-
-
 def _top_k(value: str | None, served: ServedModel) -> int | None:
     if value is None:
         return None
@@ -148,13 +126,12 @@ async def predict(request: Request) -> Response:
     served = registry.get(query.get("model"), query.get("version"))
     request.state.model = served.name
     top_k = _top_k(query.get("top_k"), served)
-    served.batcher.check_room()  # shed before reading the body: a full queue would refuse it after
     uploads = await _read_uploads(request, settings.max_files)
     # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
-    deadline = time.monotonic() + settings.deadline_ms / 1000
-    with served.batcher.announce(len(uploads)) as announced:  # a batch forming now waits for these
+    deadline = Deadline.after(settings.deadline_ms / 1000)
+    with admit(served.batcher, len(uploads)) as admitted:
         images = await _decode(uploads, served, request, deadline)
-        verdicts = await served.classify(images, max(deadline - time.monotonic(), 0.001), announced)
+        verdicts = await served.batcher.submit(images, deadline, admitted)
     m = served.metadata
     body = {
         "model": served.name,
@@ -203,7 +180,7 @@ def _uploads_in(parts: list[multipart.Part]) -> list[Upload]:
     return [Upload(p.filename, p.data) for p in images]
 
 
-async def _decode(uploads: list[Upload], served: ServedModel, request: Request, deadline: float) -> np.ndarray:
+async def _decode(uploads: list[Upload], served: ServedModel, request: Request, deadline: Deadline) -> np.ndarray:
     settings: Settings = request.app.state.settings
     pool: DecodePool = request.app.state.decode_pool
     limits = Limits(settings.max_pixels, settings.max_image_side, settings.max_aspect_ratio)

@@ -1,10 +1,12 @@
-"""The served models: for each model name, its loaded versions, each with its runtime and batcher.
+"""The served models: for each model name, its loaded versions, each with its runtime and batcher;
+and the model files that should be served but are not, with why.
 
-Lookups (``get``) and the verdicts live here; reading the model directory, loading, checking and
-swapping versions in and out live in ``service/repository.py``. Replacing or removing a version
-takes it out of the lookup at once; the retired version keeps its batcher until the last request
-that looked it up has let go of it (it may still be decoding its images), so requests already on
-their way to the old version finish on it. Then its batcher drains and its session is released.
+Lookups (``get``) are for the routes; the changes (``install``, ``remove``, ``refuse``, ...) are
+for the model repository (service/repository.py), which decides what is served. Replacing or
+removing a version takes it out of the lookup at once; the retired version keeps its batcher until
+the last request that looked it up has let go of it (it may still be decoding its images), so
+requests already on their way to the old version finish on it. Then its batcher drains and its
+session is released.
 """
 
 from __future__ import annotations
@@ -12,15 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from modelfile import ModelMetadata
-from service.batcher import Announcement, Batcher, Outputs
+from service.batcher import Batcher
 from service.errors import ServiceError
-from service.metrics import ModelMetrics
+from service.model_dir import Origin
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -37,66 +36,23 @@ class ModelUnavailable(ServiceError):
     code = "model_unavailable"
 
 
-@dataclass(frozen=True)
-class Verdicts:
-    """The model's answer for ``n`` images, plus the reject decision from the calibration."""
-
-    probabilities: np.ndarray  # [n, K]
-    ood_score: np.ndarray  # [n]
-    is_ood: np.ndarray  # [n] bool
-    p_value: np.ndarray  # [n]
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a served version came from: the file (relative to the model directory) and its stamp."""
-
-    source: str
-    group: str  # the model name the layout gives: the directory of NAME/VERSION/, or a flat file's stem
-    stamp: tuple[int, int, int]  # size, mtime_ns, inode: changes when the file is replaced
-
-
 class ServedModel:
-    def __init__(self, runtime: ModelRuntime, batcher: Batcher, metrics: ModelMetrics, version: str, origin: Origin):
-        self.runtime = runtime
-        self.metadata: ModelMetadata = runtime.metadata
-        self.name = self.metadata.name
+    def __init__(self, name: str, version: str, origin: Origin, runtime: ModelRuntime, batcher: Batcher):
+        self.name = name  # the layout's: its directory in NAME/VERSION/, the metadata's for a flat file
         self.version = version  # the repository's version (a positive whole number), not the metadata's
         self.origin = origin
+        self.runtime = runtime
+        self.metadata: ModelMetadata = runtime.metadata
         self.batcher = batcher
-        self._metrics = metrics
-
-    async def classify(self, images: np.ndarray, timeout_s: float, announced: Announcement | None = None) -> Verdicts:
-        out = await self.batcher.submit(images, timeout_s, announced)
-        return Verdicts(out["probabilities"], out["ood_score"], out["is_ood"], out["p_value"])
-
-    def verdicts(self, probabilities: np.ndarray, scores: np.ndarray) -> Verdicts:
-        return verdicts(self.metadata, self._metrics, probabilities, scores)
 
 
-def inference_with_verdicts(runtime: ModelRuntime, metrics: ModelMetrics) -> Callable[[np.ndarray], Outputs]:
-    """What a model's batcher runs: the model, then the verdicts for the whole batch at once (on the
-    inference thread, once per batch rather than once per request)."""
+@dataclass(frozen=True)
+class Refusal:
+    """A model file that failed the checks, and why (naming no filesystem path)."""
 
-    def infer(images: np.ndarray) -> Outputs:
-        out = runtime.run(images)
-        v = verdicts(runtime.metadata, metrics, out["probabilities"], out["ood_score"])
-        return {"probabilities": v.probabilities, "ood_score": v.ood_score, "is_ood": v.is_ood, "p_value": v.p_value}
-
-    return infer
-
-
-def verdicts(metadata: ModelMetadata, metrics: ModelMetrics, probabilities: np.ndarray, scores: np.ndarray) -> Verdicts:
-    """The reject decision, failing closed: a score that is not a finite number is OOD."""
-    calibration = metadata.calibration
-    finite = np.isfinite(scores)
-    is_ood = calibration.is_ood(scores)
-    p_values = np.where(finite, calibration.p_values(np.where(finite, scores, 0.0)), 0.0)
-    if not finite.all():
-        log.warning("model '%s' returned %d non-finite ood_score(s); flagged as OOD", metadata.name, (~finite).sum())
-    # Histogram sums stay numbers: a NaN observed once would make them NaN for the process's life.
-    metrics.observe_verdicts(scores[finite], p_values[finite], is_ood)
-    return Verdicts(probabilities, scores, is_ood, p_values)
+    source: str
+    group: str
+    why: str
 
 
 def newest_first(versions: dict[str, ServedModel]) -> list[ServedModel]:
@@ -108,31 +64,49 @@ class ModelRegistry:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.versions: dict[str, dict[str, ServedModel]] = {}
-        self.refused: dict[str, tuple[str, str]] = {}  # file -> (its group, why it is not served)
-        self.files_found = 0
-        self.loaded = False
+        self._versions: dict[str, dict[str, ServedModel]] = {}
+        self._refused: dict[str, Refusal] = {}  # by source
+        self._files_found = 0
+        self._loaded = False
         self._retiring: dict[int, Batcher] = {}
         self._closing: set[asyncio.Task[None]] = set()
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the first scan of the model directory is over."""
+        return self._loaded
 
     @property
     def models(self) -> dict[str, ServedModel]:
         """Each model's default version: the newest one served."""
-        return {name: newest_first(vs)[0] for name, vs in self.versions.items() if vs}
+        return {name: newest_first(vs)[0] for name, vs in self._versions.items() if vs}
 
     def served(self) -> list[ServedModel]:
-        return [m for _, vs in sorted(self.versions.items()) for m in newest_first(vs)]
+        return [m for _, vs in sorted(self._versions.items()) for m in newest_first(vs)]
+
+    def versions_of(self, name: str) -> list[ServedModel]:
+        """``name``'s served versions, newest first (none: an empty list)."""
+        return newest_first(self._versions.get(name, {}))
+
+    def refusals(self, group: str | None = None) -> list[Refusal]:
+        """The refused files (of one layout name, or all), in the order they were refused."""
+        return [r for r in self._refused.values() if group is None or r.group == group]
+
+    def is_refused(self, source: str) -> bool:
+        return source in self._refused
 
     @property
     def failures(self) -> dict[str, str]:
         """Files not served and why (naming no filesystem path), plus what keeps the service not ready."""
-        found = {source: why for source, (_, why) in self.refused.items()}
-        if self.loaded and not self.files_found:
+        found = {r.source: r.why for r in self._refused.values()}
+        if self._loaded and not self._files_found:
             found["model_dir"] = "the model directory holds no *.onnx model files"
-        elif self.loaded and self.settings.default_model not in self.versions:
+        elif self._loaded and self.settings.default_model not in self._versions:
             found["default_model"] = (
                 f"default model '{self.settings.default_model}' is not among the loaded models "
-                f"({', '.join(sorted(self.versions)) or 'none'})"
+                f"({', '.join(sorted(self._versions)) or 'none'})"
             )
         return found
 
@@ -143,17 +117,17 @@ class ModelRegistry:
     def not_ready_reason(self) -> str | None:
         """A refused file whose model has no version served keeps the service not ready (a
         half-deployed model set must not take traffic); a refused update of a served model does not."""
-        if not self.loaded:
+        if not self._loaded:
             return "models are still loading"
-        groups = {m.origin.group for m in self.served()} | set(self.versions)
-        blocking = [why for source, (group, why) in self.refused.items() if group not in groups]
+        groups = {m.origin.group for m in self.served()} | set(self._versions)
+        blocking = [r.why for r in self._refused.values() if r.group not in groups]
         failures = self.failures
         blocking += [failures[k] for k in ("model_dir", "default_model") if k in failures]
         return "; ".join(blocking) or None
 
     def get(self, name: str | None, version: str | None = None) -> ServedModel:
         name = name or self.settings.default_model
-        if versions := self.versions.get(name):
+        if versions := self._versions.get(name):
             if version is None:
                 return newest_first(versions)[0]
             if version in versions:
@@ -161,30 +135,50 @@ class ModelRegistry:
             raise ModelNotFound(
                 f"model '{name}' has no version '{version}' (serving {', '.join(sorted(versions, key=int))})"
             )
-        if not self.loaded:
+        if not self._loaded:
             raise ModelUnavailable(f"model '{name}' is not loaded yet; the service is starting")
-        if why := [why for group, why in self.refused.values() if group == name]:
+        if why := [r.why for r in self.refusals(name)]:
             raise ModelUnavailable(f"model '{name}' failed to load: {'; '.join(why)}")
-        if not self.versions:  # nothing is served at all: the deployment's fault, not the request's
+        if not self._versions:  # nothing is served at all: the deployment's fault, not the request's
             raise ModelUnavailable(f"model '{name}' is not served: {self.not_ready_reason() or 'no models loaded'}")
-        raise ModelNotFound(f"unknown model '{name}'; served models: {', '.join(sorted(self.versions))}")
+        raise ModelNotFound(f"unknown model '{name}'; served models: {', '.join(sorted(self._versions))}")
 
-    def install(self, served: ServedModel) -> None:
-        """Serve ``served`` from now on; a version it replaces is retired."""
-        old = self.versions.setdefault(served.name, {}).get(served.version)
-        self.versions[served.name][served.version] = served
+    # --- changes, made by the model repository ----------------------------------------------------
+
+    def install(self, served: ServedModel) -> ServedModel | None:
+        """Serve ``served`` from now on; the version it replaces (returned) is retired."""
+        old = self._versions.setdefault(served.name, {}).get(served.version)
+        self._versions[served.name][served.version] = served
         if old is not None:
-            self.retire(old)
+            self._retire(old)
+        return old
 
     def remove(self, served: ServedModel) -> None:
-        versions = self.versions.get(served.name, {})
+        versions = self._versions.get(served.name, {})
         if versions.get(served.version) is served:
             del versions[served.version]
             if not versions:
-                del self.versions[served.name]
-            self.retire(served)
+                del self._versions[served.name]
+            self._retire(served)
 
-    def retire(self, served: ServedModel) -> None:
+    def refuse(self, refusal: Refusal) -> None:
+        self._refused[refusal.source] = refusal
+
+    def forget(self, refusal: Refusal) -> None:
+        """Let a refused file be tried again."""
+        self._refused.pop(refusal.source, None)
+
+    def count_files(self, found: int) -> None:
+        """What the latest full scan of the model directory found (none: not ready)."""
+        self._files_found = found
+
+    def finish_loading(self) -> None:
+        """The first scan is loaded: from now on a refused file no longer means "still starting"."""
+        self._loaded = True
+
+    # --- retiring batchers ----------------------------------------------------------------------
+
+    def _retire(self, served: ServedModel) -> None:
         """Close ``served``'s batcher once nothing refers to ``served`` any more: a request that
         looked it up before the swap still submits to it, and is answered by it."""
         batcher, name, version = served.batcher, served.name, served.version

@@ -44,10 +44,12 @@ class ScoreHistograms:
         self._by_model: dict[str, Histogram] = {}
         registry.register(self)
 
-    def add(self, metadata: ModelMetadata) -> None:
-        """(Re)create the model's histogram with its file's bounds (a swapped model starts afresh)."""
-        self._by_model[metadata.name] = Histogram(NAME, HELP, ["model"], buckets=score_buckets(metadata.calibration),
-                                                  registry=None)
+    def add(self, metadata: ModelMetadata, name: str | None = None) -> None:
+        """(Re)create the histogram of the model served as ``name`` (default: the metadata's) with its
+        file's bounds (a swapped model starts afresh)."""
+        self._by_model[name or metadata.name] = Histogram(
+            NAME, HELP, ["model"], buckets=score_buckets(metadata.calibration), registry=None
+        )
 
     def labels(self, model: str):
         return self._by_model[model].labels(model)

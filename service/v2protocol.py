@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -22,6 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfile import INPUT_NAME
+from service.admission import admit
+from service.deadline import Deadline
 from service.decodepool import DecodePool
 from service.errors import DeadlineExceeded, ServiceError
 from service.registry import ModelRegistry, ServedModel
@@ -169,7 +170,7 @@ async def model_metadata(request: Request, name: str, model_version: str | None 
     k = len(served.metadata.classes)
     return ModelMetadataResponse(
         name=served.name,
-        versions=[m.version for m in _registry(request).served() if m.name == served.name],
+        versions=[m.version for m in _registry(request).versions_of(served.name)],
         platform="onnxruntime_onnx",
         inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
         outputs=[
@@ -217,8 +218,7 @@ async def infer(request: Request, name: str, model_version: str | None = None) -
     served = _model(request, name, model_version)
     body = await request.body()
     # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
-    started = time.monotonic()
-    deadline = started + settings.deadline_ms / 1000
+    deadline = Deadline.after(settings.deadline_ms / 1000)
     # Parsing megabytes of JSON numbers is CPU work: keep it off the event loop, like image decoding.
     pool: DecodePool = request.app.state.decode_pool
     infer_request, images = await pool.run(
@@ -226,11 +226,12 @@ async def infer(request: Request, name: str, model_version: str | None = None) -
     )
     wanted = _requested_outputs(infer_request)
     client_timeout_s = _client_timeout_s(infer_request)
-    client_deadline = started + client_timeout_s if client_timeout_s is not None else None
+    answer_by = deadline.capped(client_timeout_s)  # the client's own timeout counts from the same instant
     try:
-        verdicts = await served.classify(images, max(min(deadline, client_deadline or deadline) - time.monotonic(), 0))
+        with admit(served.batcher, len(images)) as admitted:
+            verdicts = await served.batcher.submit(images, answer_by, admitted)
     except DeadlineExceeded as e:
-        if client_deadline is not None and client_deadline < deadline:
+        if answer_by is not deadline:
             raise V2Error(
                 f"the request's own timeout expired (parameters.timeout = {client_timeout_s * 1e6:,.0f} µs) "
                 f"before model '{served.name}' answered",

@@ -15,15 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from service.errors import ServiceError
-from service.repository import ModelRepository, scan
+from service import repository_extension
+from service.repository import ModelRepository
+from service.repository_extension import RepositoryError
 from service.settings import Settings
 
 router = APIRouter(prefix="/v2/repository", tags=["Open Inference Protocol v2: model repository"])
-
-
-class RepositoryError(ServiceError):
-    code = "repository_request_refused"
 
 
 class IndexEntry(BaseModel):
@@ -73,7 +70,7 @@ async def repository_index(request: Request) -> list[IndexEntry]:
             ready_only = bool(json.loads(body).get("ready", False))
         except (ValueError, RecursionError, AttributeError):
             raise RepositoryError('the request body must be a JSON object like {"ready": true}') from None
-    rows = [IndexEntry(**row) for row in repository.index()]
+    rows = [IndexEntry(**row) for row in repository_extension.index(repository)]
     return [row for row in rows if row.state == "READY" or not ready_only]
 
 
@@ -87,26 +84,13 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
             f"loading from uploaded {', '.join(uploads)} is not supported; put the model file into the model "
             "directory and load it by name"
         )
-    await repository.load(name)
-    registry = repository.registry
-    why = [why for group, why in registry.refused.values() if group == name]
-    if why:
-        serving = [m.version for m in registry.served() if m.name == name]
-        kept = f"; still serving version(s) {', '.join(serving)}" if serving else ""
-        raise RepositoryError(f"model '{name}' was not loaded: {'; '.join(why)}{kept}")
-    if name in registry.versions:
-        return {}
-    raise RepositoryError(f"no model '{name}' in the model directory", code="model_not_found", status=404)
+    await repository_extension.load(repository, name)
+    return {}
 
 
 @router.post("/models/{name}/unload", responses=_ERRORS)
 async def unload_model(request: Request, name: str) -> dict[str, Any]:
     repository = _repository(request)
     await _parameters(request)  # unload_dependents: oodserve's models have no dependents
-    registry = repository.registry
-    if name not in registry.versions and name not in {f.origin.group for f in scan(repository.settings.model_dir)}:
-        raise RepositoryError(
-            f"no model '{name}' is served or in the model directory", code="model_not_found", status=404
-        )
-    await repository.unload(name)
+    await repository_extension.unload(repository, name)
     return {}

@@ -3,7 +3,9 @@ model other than the bundled ones: an RGB model of another size, a model whose g
 contract, a corrupt file.
 
 The graph is a linear classifier: Flatten -> Gemm -> (logits) -> Softmax -> (probabilities);
-ood_score = 1 - max probability. Weights come from a seeded generator, so answers are stable.
+ood_score = 1 - max probability (or, with ``score_of_pixels``, (pixel 0 - pixel 1) / pixel 2, so that
+a test picks each image's score, NaN and infinities included, by the pixels it sends). Weights come
+from a seeded generator, so answers are stable.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def write_model(
     graph_channels: int | None = None,
     output_names: tuple[str, ...] = ("probabilities", "ood_score", "logits"),
     fixed_batch: bool = False,
+    score_of_pixels: bool = False,
 ) -> Path:
-    """Write a working model file; the other keyword arguments break the contract on purpose, for
-    the runtime's checks."""
+    """Write a working model file; ``graph_classes``, ``graph_channels``, ``output_names`` and
+    ``fixed_batch`` break the contract on purpose, for the runtime's checks."""
     meta = meta or metadata(path.stem)
     spec = meta.input
     k = graph_classes or len(meta.classes)
@@ -63,14 +66,16 @@ def write_model(
     rng = np.random.default_rng(0)
     weights = numpy_helper.from_array((rng.normal(size=(features, k)) * 0.05).astype(np.float32), "W")
     bias = numpy_helper.from_array(np.zeros(k, dtype=np.float32), "B")
-    one = numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")
+    if score_of_pixels:
+        constants = [numpy_helper.from_array(np.array(i, dtype=np.int64), f"pixel{i}") for i in range(3)]
+    else:
+        constants = [numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one")]
     probs, score, logits = output_names if len(output_names) == 3 else (*output_names, "unused")[:3]
     nodes = [
         helper.make_node("Flatten", ["images"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "W", "B"], [logits]),
         helper.make_node("Softmax", [logits], [probs], axis=1),
-        helper.make_node("ReduceMax", [probs], ["max_p"], axes=[1], keepdims=0),
-        helper.make_node("Sub", ["one", "max_p"], [score]),
+        *(_pixel_score(score) if score_of_pixels else _one_minus_max(probs, score)),
     ]
     n = 1 if fixed_batch else "N"
     graph = helper.make_graph(
@@ -82,7 +87,7 @@ def write_model(
             helper.make_tensor_value_info(score, TensorProto.FLOAT, [n]),
             helper.make_tensor_value_info(logits, TensorProto.FLOAT, [n, k]),
         ][: len(output_names)],
-        initializer=[weights, bias, one],
+        initializer=[weights, bias, *constants],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime the service supports
@@ -91,6 +96,21 @@ def write_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def _one_minus_max(probs: str, score: str) -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("ReduceMax", [probs], ["max_p"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["one", "max_p"], [score]),
+    ]
+
+
+def _pixel_score(score: str) -> list[onnx.NodeProto]:
+    return [
+        *(helper.make_node("Gather", ["flat", f"pixel{i}"], [f"p{i}"], axis=1) for i in range(3)),
+        helper.make_node("Sub", ["p0", "p1"], ["difference"]),
+        helper.make_node("Div", ["difference", "p2"], [score]),
+    ]
 
 
 def write_corrupt_model(path: Path) -> Path:

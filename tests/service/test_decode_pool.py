@@ -15,6 +15,7 @@ from samples import digit_png, encode, photo
 from servers import ServerThread, settings_for
 
 from modelfile import InputSpec
+from service.deadline import Deadline
 from service.decodepool import INLINE_BYTES, SMALL_SHARE, DecodePool
 from service.errors import DeadlineExceeded, Overloaded
 from service.imaging import Limits, open_image
@@ -36,14 +37,14 @@ class WatchedPool(DecodePool):
 
     peak = 0
 
-    async def _reserve(self, cost: int, deadline: float) -> None:
+    async def _reserve(self, cost: int, deadline: Deadline) -> None:
         await super()._reserve(cost, deadline)
         self.peak = max(self.peak, self._reserved)
 
 
 def run(pool: DecodePool, *images: bytes, deadline_s: float = 60) -> list[np.ndarray | BaseException]:
     async def scenario():
-        deadline = time.monotonic() + deadline_s
+        deadline = Deadline.after(deadline_s)
         try:
             return await asyncio.gather(*(pool.load(d, SPEC, LIMITS, deadline) for d in images), return_exceptions=True)
         finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hostile_images import float_digit_with, lab_tiff, png_header, png_rows
@@ -11,6 +9,7 @@ from PIL import Image
 from samples import bomb_png, digit, encode, photo
 
 from modelfile import InputSpec
+from service.deadline import Deadline
 from service.errors import DeadlineExceeded
 from service.imaging import ImageError, Limits, load_image, open_image
 
@@ -197,7 +196,7 @@ def test_a_palette_image_with_a_transparent_colour_key_is_composited_over_white(
 
 def test_a_decode_past_its_deadline_stops_reading():
     with pytest.raises(DeadlineExceeded) as e:
-        load_image(encode(photo("camera")), GRAY28, Limits(LIMIT), deadline=time.monotonic() - 1)
+        load_image(encode(photo("camera")), GRAY28, Limits(LIMIT), deadline=Deadline.after(-1))
     assert e.value.status == 504 and "decoded" in e.value.message
 
 

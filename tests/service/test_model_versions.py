@@ -135,14 +135,30 @@ def test_versions_are_selected_on_every_route(tmp_path):
         assert c.post(f"/v2/models/{DEFAULT_MODEL}/versions/2/infer", json=body).status_code == 404
 
 
-def test_a_directory_whose_name_differs_from_the_metadata_is_refused(tmp_path):
-    write_model(tmp_path / f"{DEFAULT_MODEL}.onnx", metadata(DEFAULT_MODEL))
-    wrong = tmp_path / "other" / "1" / "model.onnx"
-    wrong.parent.mkdir(parents=True)
-    write_model(wrong, metadata("something-else"))
-    with ServerThread(settings_for(tmp_path), wait_ready=False) as server:
-        reason = httpx.get(f"{server.url}/readyz").json()["reason"]
-    assert "other/1/model.onnx" in reason and "'something-else'" in reason and "directory is 'other'" in reason
+def test_the_directory_names_the_model_whatever_its_metadata_says(tmp_path, caplog):
+    """Triton's layout: the bundled digits model copied to digits/1/model.onnx is the model 'digits',
+    served beside the same file under its own name, on every route and in the metrics."""
+    shutil.copy(REPO / "models" / f"{DEFAULT_MODEL}.onnx", tmp_path)
+    copy = tmp_path / "digits" / "1" / "model.onnx"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(REPO / "models" / f"{DEFAULT_MODEL}.onnx", copy)
+    png, _ = digit_png(0)
+    with ServerThread(settings_for(tmp_path)) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        listing = c.get("/models").json()
+        r = c.post("/predict", params={"model": "digits"}, content=png, headers={"content-type": "image/png"})
+        body = {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
+        v2 = c.post("/v2/models/digits/infer", json=body)
+        metrics = server.metrics()
+    assert {(m["name"], m["source"]) for m in listing["models"]} == {
+        (DEFAULT_MODEL, f"{DEFAULT_MODEL}.onnx"),
+        ("digits", "digits/1/model.onnx"),
+    }
+    assert listing["failures"] == {}
+    assert r.status_code == 200 and r.json()["model"] == "digits", r.text
+    assert v2.status_code == 200 and v2.json()["model_name"] == "digits", v2.text
+    assert metric(metrics, "oodserve_images_total", model="digits") == 2
+    assert metric(metrics, "oodserve_model_info", model="digits") == 1
+    assert f"its metadata names the model '{DEFAULT_MODEL}'; serving it as 'digits'" in caplog.text
 
 
 @pytest.mark.parametrize("keep", [1, 2])

@@ -18,7 +18,7 @@ import httpx
 from samples import digit_png
 from servers import ServerProcess, ServerThread, metric, settings_for, wait_until
 
-from service.batcher import QueueFull
+from service.admission import QueueFull
 from service.metrics import Metrics
 from service.middleware import EarlyRefusal
 
