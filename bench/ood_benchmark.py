@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from modelfile import read_metadata  # noqa: E402
-from training import cli, methods, ood_metrics, ood_sets  # noqa: E402
-from training import evaluate as ev_mod  # noqa: E402
+from training import cli, methods  # noqa: E402
+from training.evaluation import evaluate as ev_mod  # noqa: E402
+from training.evaluation import ood_metrics, ood_sets  # noqa: E402
 
 
 @dataclass(frozen=True)
