@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ood_benchmark import METHODS, Method, export_one, log, machine, paper_comparison  # noqa: E402
-from training import cli, ood_sets  # noqa: E402
-from training import evaluate as ev_mod  # noqa: E402
+from training import cli  # noqa: E402
 from training.data import DatasetUnavailable  # noqa: E402
+from training.evaluation import evaluate as ev_mod  # noqa: E402
+from training.evaluation import ood_sets  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,16 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from modelfile import read_metadata  # noqa: E402
-from training import cli, methods, ood_metrics, ood_sets  # noqa: E402
-from training import evaluate as ev_mod  # noqa: E402
+from training import cli, methods  # noqa: E402
+from training.evaluation import evaluate as ev_mod  # noqa: E402
+from training.evaluation import ood_metrics, ood_sets  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -326,63 +327,88 @@ def isomax_vs_plain(results: dict[str, dict[str, dict]], scores: dict[str, dict[
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse(argv)
-    command = "python bench/ood_benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    t_start = time.perf_counter()
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    load_before = os.getloadavg()
-    wanted = set(args.methods.split(",")) if args.methods else None
-    methods = [m for m in METHODS if wanted is None or m.label in wanted]
-    in_dists = [d for d in IN_DIST if not args.only or d.key in args.only.split(",")]
-    bench_dir = args.out / "ood-benchmark"
-    sections, results, score_results, train_times, failures, reused = [], {}, {}, {}, [], set()
+@dataclass
+class Runs:
+    """What training and evaluating the in-distribution sets produced, for the report and summary.json."""
 
-    for ind in in_dists:
-        ckpts = {}
-        for m in methods:
-            try:
-                ckpts[m.label], train_times[(ind.key, m.label)], was_reused = train_one(m, ind, args, ckpts)
-                if was_reused:
-                    reused.add((ind.key, m.label))
-            except (Exception, SystemExit) as e:  # one method's failure must not sink the report
-                failures.append(f"{ind.key}/{m.label}: training failed: {type(e).__name__}: {e}")
-                log(failures[-1])
-        onnx = {}
-        if args.onnx:
-            for label, ckpt in ckpts.items():
-                log(f"{ind.key}/{label}: exporting")
-                onnx[label] = export_one(ckpt, args, next(m for m in methods if m.label == label))
-        cands = ev_mod.parse_models([f"{k}={v}" for k, v in ckpts.items()], [f"{k}={v}" for k, v in onnx.items()])
-        cfg = ev_mod.EvalConfig(sets=ind.ood, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
-                                n_ood=args.n_ood, n_adv=args.n_adv, adv_steps=args.eval_pgd_steps, seed=args.seed,
-                                progress=args.progress)
-        log(f"{ind.key}: evaluating {', '.join(ckpts)}")
-        ev = ev_mod.evaluate(cands, cfg)
-        paths = ev_mod.write_outputs(ev, bench_dir / ind.key, title=f"In-distribution: {ind.title}")
-        log(f"{ind.key}: evaluated in {ev.seconds:.0f}s")
-        results[ind.key] = {m.label: {"test_error": m.test_error, "n_id": m.n_id, "sets": m.sets} for m in ev.models}
-        if "IsoMax+" in ckpts:
-            log(f"{ind.key}/IsoMax+: exporting and scoring its other OOD scores")
-            score_results[ind.key] = other_scores(ckpts["IsoMax+"], onnx.get("IsoMax+"), ind, args)
-        rel = lambda p: p.relative_to(args.out).as_posix()
-        times = ", ".join(f"{k} {train_times[(ind.key, k)]:.0f}s{'*' if (ind.key, k) in reused else ''}"
-                          for k in ckpts)
-        sections += [f"## {ind.title}", "", paths["table"].read_text().replace("### ", "#### ", 1), "",
-                     f"Training wall time: {times}; evaluation {ev.seconds:.0f}s.", "",
-                     f"Files: [{rel(paths['csv'])}]({rel(paths['csv'])}), [{rel(paths['json'])}]({rel(paths['json'])})",
-                     "", f"![score histograms]({rel(paths['hist'])})", "", f"![ROC curves]({rel(paths['roc'])})", ""]
+    results: dict[str, dict[str, dict]] = field(default_factory=dict)  # {set: {method: {test_error, n_id, sets}}}
+    score_results: dict[str, dict[str, dict]] = field(default_factory=dict)  # IsoMax+'s other scores, per set
+    train_times: dict[tuple[str, str], float] = field(default_factory=dict)  # seconds per (set, method)
+    reused: set[tuple[str, str]] = field(default_factory=set)  # (set, method) whose checkpoint --reuse took
+    failures: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # the report's section of each set, in order
 
-    wall = time.perf_counter() - t_start
-    red = reductions(args)
-    earlier = sum(train_times[k] for k in reused)
-    total_train = sum(train_times.values())
-    lines = [
+    @property
+    def reused_seconds(self) -> float:
+        """Training time spent by an earlier invocation on the checkpoints this one reused."""
+        return sum(self.train_times[k] for k in self.reused)
+
+
+def train_all(ind: InDist, methods: list[Method], args: argparse.Namespace, runs: Runs) -> dict[str, Path]:
+    """Every method's checkpoint on ``ind`` (trained or reused); a method that fails is noted in ``runs``."""
+    ckpts: dict[str, Path] = {}
+    for m in methods:
+        try:
+            ckpts[m.label], runs.train_times[(ind.key, m.label)], was_reused = train_one(m, ind, args, ckpts)
+            if was_reused:
+                runs.reused.add((ind.key, m.label))
+        except (Exception, SystemExit) as e:  # one method's failure must not sink the report
+            runs.failures.append(f"{ind.key}/{m.label}: training failed: {type(e).__name__}: {e}")
+            log(runs.failures[-1])
+    return ckpts
+
+
+def export_all(ind: InDist, ckpts: dict[str, Path], methods: list[Method], args: argparse.Namespace
+               ) -> dict[str, Path]:
+    onnx = {}
+    if args.onnx:
+        for label, ckpt in ckpts.items():
+            log(f"{ind.key}/{label}: exporting")
+            onnx[label] = export_one(ckpt, args, next(m for m in methods if m.label == label))
+    return onnx
+
+
+def bench_in_dist(ind: InDist, methods: list[Method], args: argparse.Namespace, runs: Runs) -> None:
+    """Train, export and evaluate every method on one in-distribution set; its rows and section go to ``runs``."""
+    ckpts = train_all(ind, methods, args, runs)
+    onnx = export_all(ind, ckpts, methods, args)
+    cands = ev_mod.parse_models([f"{k}={v}" for k, v in ckpts.items()], [f"{k}={v}" for k, v in onnx.items()])
+    cfg = ev_mod.EvalConfig(sets=ind.ood, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
+                            n_ood=args.n_ood, n_adv=args.n_adv, adv_steps=args.eval_pgd_steps, seed=args.seed,
+                            progress=args.progress)
+    log(f"{ind.key}: evaluating {', '.join(ckpts)}")
+    ev = ev_mod.evaluate(cands, cfg)
+    paths = ev_mod.write_outputs(ev, args.out / "ood-benchmark" / ind.key, title=f"In-distribution: {ind.title}")
+    log(f"{ind.key}: evaluated in {ev.seconds:.0f}s")
+    runs.results[ind.key] = {m.label: {"test_error": m.test_error, "n_id": m.n_id, "sets": m.sets} for m in ev.models}
+    if "IsoMax+" in ckpts:
+        log(f"{ind.key}/IsoMax+: exporting and scoring its other OOD scores")
+        runs.score_results[ind.key] = other_scores(ckpts["IsoMax+"], onnx.get("IsoMax+"), ind, args)
+    runs.sections += in_dist_section(ind, list(ckpts), ev.seconds, paths, args.out, runs)
+
+
+def in_dist_section(ind: InDist, labels: list[str], eval_seconds: float, paths: dict[str, Path], out: Path,
+                    runs: Runs) -> list[str]:
+    rel = lambda p: p.relative_to(out).as_posix()
+    times = ", ".join(f"{k} {runs.train_times[(ind.key, k)]:.0f}s{'*' if (ind.key, k) in runs.reused else ''}"
+                      for k in labels)
+    return [f"## {ind.title}", "", paths["table"].read_text().replace("### ", "#### ", 1), "",
+            f"Training wall time: {times}; evaluation {eval_seconds:.0f}s.", "",
+            f"Files: [{rel(paths['csv'])}]({rel(paths['csv'])}), [{rel(paths['json'])}]({rel(paths['json'])})",
+            "", f"![score histograms]({rel(paths['hist'])})", "", f"![ROC curves]({rel(paths['roc'])})", ""]
+
+
+def report_head(args: argparse.Namespace, methods: list[Method], command: str, started: str, wall: float,
+                load_before: tuple[float, float, float], runs: Runs) -> list[str]:
+    """The report's title, command, wall time, machine, seeds, methods and scoring."""
+    earlier = runs.reused_seconds
+    total_train = sum(runs.train_times.values())
+    return [
         "# OOD benchmark: LeNet on MNIST and Fashion-MNIST, every method, offline real data", "",
         f"Produced by `bench/ood_benchmark.py` on {started}; wall time **{wall / 60:.1f} min**"
         + (f" for this invocation, plus {earlier / 60:.1f} min of training in an earlier invocation of the same "
            f"training flags whose checkpoints `--reuse` took (marked * below): **{(wall + earlier) / 60:.1f} min** "
-           "in all" if reused else "") + f". Training: {total_train / 60:.1f} min of it.", "",
+           "in all" if runs.reused else "") + f". Training: {total_train / 60:.1f} min of it.", "",
         "```", command, "```", "",
         f"- Machine: {machine()}; load average at start {load_before[0]:.2f} (the CPU was shared with other work).",
         f"- Seeds: {args.seed} for every training run (data split, order, noise, init) and for the evaluation "
@@ -395,11 +421,12 @@ def main(argv: list[str] | None = None) -> None:
                          "the ONNX path gives the same rows within 1e-3."),
         "",
     ]
-    if red:
-        lines += ["**Reduced settings** (to fit the CPU time available; the script's defaults are the full recipe):",
-                  "", *[f"- {r}" for r in red], ""]
-    if failures:
-        lines += ["**Failures:**", "", *[f"- {f}" for f in failures], ""]
+
+
+def report_comparisons(results: dict[str, dict[str, dict]], score_results: dict[str, dict[str, dict]]
+                       ) -> list[str]:
+    """Against the seed paper, the issue's acceptance checks and IsoMax+ against plain."""
+    lines = []
     if "mnist" in results:
         lines += ["## Against the seed paper's MNIST block (Hein et al. 2019, Table 1)", "",
                   *paper_comparison(results["mnist"]), "", *DIFFERENCES, ""]
@@ -411,16 +438,44 @@ def main(argv: list[str] | None = None) -> None:
                   "file the benchmark ships (score chosen by `--score auto`); the last columns are the same "
                   "checkpoint exported with each other score.", "",
                   *isomax_vs_plain(results, score_results), *ISOMAX_NOTE]
-    lines += sections
+    return lines
+
+
+def write_summary(path: Path, command: str, wall: float, started: str, red: list[str], runs: Runs) -> None:
+    path.write_text(json.dumps(ev_mod._finite(
+        {"command": command, "wall_seconds": wall, "reused_training_seconds": runs.reused_seconds,
+         "started": started, "reductions": red, "failures": runs.failures,
+         "train_seconds": {f"{k[0]}/{k[1]}": v for k, v in runs.train_times.items()}, "results": runs.results,
+         "isomax_other_scores": runs.score_results}),
+        indent=2, allow_nan=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    command = "python bench/ood_benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_before = os.getloadavg()
+    wanted = set(args.methods.split(",")) if args.methods else None
+    methods = [m for m in METHODS if wanted is None or m.label in wanted]
+    in_dists = [d for d in IN_DIST if not args.only or d.key in args.only.split(",")]
+    runs = Runs()
+    for ind in in_dists:
+        bench_in_dist(ind, methods, args, runs)
+
+    wall = time.perf_counter() - t_start
+    red = reductions(args)
+    lines = report_head(args, methods, command, started, wall, load_before, runs)
+    if red:
+        lines += ["**Reduced settings** (to fit the CPU time available; the script's defaults are the full recipe):",
+                  "", *[f"- {r}" for r in red], ""]
+    if runs.failures:
+        lines += ["**Failures:**", "", *[f"- {f}" for f in runs.failures], ""]
+    lines += [*report_comparisons(runs.results, runs.score_results), *runs.sections]
     report = args.out / "ood-benchmark.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")
-    (bench_dir / "summary.json").write_text(json.dumps(ev_mod._finite(
-        {"command": command, "wall_seconds": wall, "reused_training_seconds": earlier, "started": started,
-         "reductions": red, "failures": failures,
-         "train_seconds": {f"{k[0]}/{k[1]}": v for k, v in train_times.items()}, "results": results,
-         "isomax_other_scores": score_results}),
-        indent=2, allow_nan=False) + "\n")
+    write_summary(args.out / "ood-benchmark" / "summary.json", command, wall, started, red, runs)
     log(f"wrote {report} ({wall / 60:.1f} min)")
 
 

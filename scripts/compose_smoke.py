@@ -202,9 +202,6 @@ def smoke(args: argparse.Namespace) -> int:
     timings["ready_s"] = time.monotonic() - t0
     models = {m["name"]: m for m in get_json(f"{args.service}/models")["models"]}
     print(f"ready: serving {sorted(models)}")
-
-    # Which data set each bundled model was trained on decides what it is sent; the other data set
-    # is out-of-distribution for it and should be flagged much more often.
     raw = {
         "mnist": read_idx(args.data / "MNIST/raw/t10k-images-idx3-ubyte",
                           args.data / "MNIST/raw/t10k-labels-idx1-ubyte", args.images),
@@ -214,65 +211,11 @@ def smoke(args: argparse.Namespace) -> int:
     before = prom_scalar(args.prometheus, 'sum(oodserve_requests_total{endpoint="/predict"})')
 
     t1 = time.monotonic()
-    jobs = []  # (model, in-distribution data set, the other one)
-    for name, info in models.items():
-        own = "fashion" if "fashion" in info["dataset"].lower() else "mnist"
-        jobs.append((name, own, "mnist" if own == "fashion" else "fashion"))
-    requests, latencies, report = 0, [], {}
-    with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent clients, so batches form
-        for model, own, other in jobs:
-            singles = [pool.submit(predict, args.service, model, "file", [png]) for png, _ in raw[own]]
-            foreign = [pool.submit(predict, args.service, model, "file", [png]) for png, _ in raw[other]]
-            several = pool.submit(predict, args.service, model, "files", [png for png, _ in raw[own][:8]])
-            own_answers = [f.result() for f in singles]
-            other_answers = [f.result() for f in foreign]
-            batch_answer, batch_s = several.result()
-            requests += len(singles) + len(foreign) + 1
-            latencies += [s for _, s in own_answers + other_answers] + [batch_s]
-            if len(batch_answer["predictions"]) != 8:
-                raise SmokeFailure(f"{model}: 8 images in, {len(batch_answer['predictions'])} predictions out")
-            first = [a["predictions"][0] for a, _ in own_answers]
-            missing = {"label", "is_ood", "ood_score"} - set(first[0])
-            if missing:
-                raise SmokeFailure(f"{model}: the response lacks {missing}: {first[0]}")
-            correct = sum(pr["class_index"] == label for pr, (_, label) in zip(first, raw[own], strict=True))
-            report[model] = {
-                "accuracy_on_" + own: correct / len(first),
-                "ood_rate_on_" + own: sum(pr["is_ood"] for pr in first) / len(first),
-                "ood_rate_on_" + other: sum(a["predictions"][0]["is_ood"] for a, _ in other_answers)
-                / len(other_answers),
-            }
+    requests = send_test_images(args.service, models, raw)
     timings["send_s"] = time.monotonic() - t1
-    latencies.sort()
-    print(f"sent {requests} requests: round trip p50 {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {latencies[-1] * 1000:.1f} ms")  # fmt: skip
-    for model, numbers in report.items():
-        print(f"  {model}: " + ", ".join(f"{k} {v:.0%}" for k, v in numbers.items()))
 
-    # Prometheus: the target is up, the counter rose by what was sent, the rules are loaded.
     t2 = time.monotonic()
-    up = wait_until(
-        "Prometheus to report the service target up",
-        lambda: [r for r in prom_query(args.prometheus, 'up{job="oodserve", service="service"}')
-                 if r["value"][1] == "1"],
-        timeout=60,
-    )  # fmt: skip
-    print(f"prometheus: target {up[0]['metric']['instance']} up == 1")
-
-    def counted() -> float | None:
-        value = prom_scalar(args.prometheus, 'sum(oodserve_requests_total{endpoint="/predict"})')
-        return value if value >= before + requests else None
-
-    after = wait_until(f"oodserve_requests_total to rise by {requests}", counted, timeout=60)
-    print(f'prometheus: oodserve_requests_total{{endpoint="/predict"}} {before:.0f} -> {after:.0f}')
-    images = prom_scalar(args.prometheus, "sum(oodserve_images_total)")
-    if images < requests:
-        raise SmokeFailure(f"oodserve_images_total is {images}, fewer than the {requests} requests sent")
-    rules = get_json(f"{args.prometheus}/api/v1/rules?type=alert")["data"]["groups"]
-    alerts = sorted(r["name"] for g in rules for r in g["rules"])
-    if "OODServeOODRateSurge" not in alerts:
-        raise SmokeFailure(f"alerts.yml is not loaded; Prometheus has the alerts {alerts}")
-    print(f"prometheus: {len(alerts)} alerting rules loaded")
+    check_prometheus(args.prometheus, before, requests)
     timings["prometheus_s"] = time.monotonic() - t2
 
     t3 = time.monotonic()
@@ -281,6 +224,77 @@ def smoke(args: argparse.Namespace) -> int:
 
     print("smoke timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return 0
+
+
+def send_test_images(service: str, models: dict[str, dict], raw: dict[str, list[tuple[bytes, int]]]) -> int:
+    """Each model gets the data set it was trained on and the other one, which is out-of-distribution
+    for it and should be flagged much more often; prints what came back. Returns the requests sent."""
+    requests, latencies, report = 0, [], {}
+    with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent clients, so batches form
+        for model, info in models.items():
+            own = "fashion" if "fashion" in info["dataset"].lower() else "mnist"
+            other = "mnist" if own == "fashion" else "fashion"
+            sent, round_trips, report[model] = send_to_model(pool, service, model, own, other, raw)
+            requests += sent
+            latencies += round_trips
+    latencies.sort()
+    print(f"sent {requests} requests: round trip p50 {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms")  # fmt: skip
+    for model, numbers in report.items():
+        print(f"  {model}: " + ", ".join(f"{k} {v:.0%}" for k, v in numbers.items()))
+    return requests
+
+
+def send_to_model(pool: ThreadPoolExecutor, service: str, model: str, own: str, other: str,
+                  raw: dict[str, list[tuple[bytes, int]]]) -> tuple[int, list[float], dict[str, float]]:
+    """Every image of ``own`` (the model's data set) and of ``other`` in a request each, and 8 of
+    ``own`` in one: (requests sent, their round trips, accuracy and OOD rates)."""
+    singles = [pool.submit(predict, service, model, "file", [png]) for png, _ in raw[own]]
+    foreign = [pool.submit(predict, service, model, "file", [png]) for png, _ in raw[other]]
+    several = pool.submit(predict, service, model, "files", [png for png, _ in raw[own][:8]])
+    own_answers = [f.result() for f in singles]
+    other_answers = [f.result() for f in foreign]
+    batch_answer, batch_s = several.result()
+    if len(batch_answer["predictions"]) != 8:
+        raise SmokeFailure(f"{model}: 8 images in, {len(batch_answer['predictions'])} predictions out")
+    first = [a["predictions"][0] for a, _ in own_answers]
+    missing = {"label", "is_ood", "ood_score"} - set(first[0])
+    if missing:
+        raise SmokeFailure(f"{model}: the response lacks {missing}: {first[0]}")
+    correct = sum(pr["class_index"] == label for pr, (_, label) in zip(first, raw[own], strict=True))
+    rates = {
+        "accuracy_on_" + own: correct / len(first),
+        "ood_rate_on_" + own: sum(pr["is_ood"] for pr in first) / len(first),
+        "ood_rate_on_" + other: sum(a["predictions"][0]["is_ood"] for a, _ in other_answers) / len(other_answers),
+    }
+    round_trips = [s for _, s in own_answers + other_answers] + [batch_s]
+    return len(singles) + len(foreign) + 1, round_trips, rates
+
+
+def check_prometheus(prometheus: str, before: float, requests: int) -> None:
+    """The service's target is up, the request counter rose by what was sent, the alerting rules are loaded."""
+    up = wait_until(
+        "Prometheus to report the service target up",
+        lambda: [r for r in prom_query(prometheus, 'up{job="oodserve", service="service"}')
+                 if r["value"][1] == "1"],
+        timeout=60,
+    )  # fmt: skip
+    print(f"prometheus: target {up[0]['metric']['instance']} up == 1")
+
+    def counted() -> float | None:
+        value = prom_scalar(prometheus, 'sum(oodserve_requests_total{endpoint="/predict"})')
+        return value if value >= before + requests else None
+
+    after = wait_until(f"oodserve_requests_total to rise by {requests}", counted, timeout=60)
+    print(f'prometheus: oodserve_requests_total{{endpoint="/predict"}} {before:.0f} -> {after:.0f}')
+    images = prom_scalar(prometheus, "sum(oodserve_images_total)")
+    if images < requests:
+        raise SmokeFailure(f"oodserve_images_total is {images}, fewer than the {requests} requests sent")
+    rules = get_json(f"{prometheus}/api/v1/rules?type=alert")["data"]["groups"]
+    alerts = sorted(r["name"] for g in rules for r in g["rules"])
+    if "OODServeOODRateSurge" not in alerts:
+        raise SmokeFailure(f"alerts.yml is not loaded; Prometheus has the alerts {alerts}")
+    print(f"prometheus: {len(alerts)} alerting rules loaded")
 
 
 if __name__ == "__main__":

@@ -51,13 +51,7 @@ def boundary_of(content_type: str) -> bytes:
 def parse(body: bytes, boundary: bytes, max_parts: int) -> list[Part]:
     """The parts of ``body``, in order; more than ``max_parts`` raises :class:`TooManyParts`."""
     delimiter = b"--" + boundary
-    if body.startswith(delimiter):
-        pos = len(delimiter)
-    else:  # a preamble before the first delimiter is allowed, and ignored
-        first = body.find(b"\r\n" + delimiter)
-        if first < 0:
-            raise MultipartError("the body holds no part: its boundary never occurs")
-        pos = first + 2 + len(delimiter)
+    pos = _after_first_delimiter(body, delimiter)
     parts: list[Part] = []
     while True:
         if body.startswith(b"--", pos):
@@ -79,6 +73,22 @@ def parse(body: bytes, boundary: bytes, max_parts: int) -> list[Part]:
             raise MultipartError(f"part {len(parts) + 1} is not closed by the boundary (the body is cut short?)")
         parts.append(_part(body[pos:headers_end], body[data_start:data_end], len(parts) + 1))
         pos = data_end + 2 + len(delimiter)
+
+
+def _after_first_delimiter(body: bytes, delimiter: bytes) -> int:
+    """Past the first delimiter, which must start the body or a line.
+
+    A preamble before it is ignored, so the delimiter that ends the preamble must be the first
+    one: taking a later ``CRLF--boundary`` instead would swallow the first part into the preamble
+    and drop it without a word. Bare CRs and LFs alone before it are skipped, as python-multipart
+    (Starlette's parser) skips them; any other text must end with CRLF.
+    """
+    first = body.find(delimiter)
+    if first < 0:
+        raise MultipartError("the body holds no part: its boundary never occurs")
+    if first > 0 and body[first - 2 : first] != b"\r\n" and body[:first].strip(b"\r\n"):
+        raise MultipartError("the first boundary does not start a line: the preamble before it must end with CRLF")
+    return first + len(delimiter)
 
 
 def _after_line_end(body: bytes, pos: int, parts_so_far: int) -> int:

@@ -89,86 +89,102 @@ class Phase:
         }
 
 
-async def main(args: argparse.Namespace) -> None:
-    body = Path(args.body).read_bytes()
-    payload = (
-        f"POST {args.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {args.content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    idle: list[Conn] = []
-    open_conns = 0
-    tasks: set[asyncio.Task] = set()
-    ok_done: list[float] = []
+class Client:
+    """Keep-alive connections to the server: an idle one if there is one, else a new one up to ``max_connections``."""
 
-    async def connect() -> Conn:
-        nonlocal open_conns
-        open_conns += 1
+    def __init__(self, port: int, payload: bytes, max_connections: int):
+        self.port, self.payload, self.max_connections = port, payload, max_connections
+        self.idle: list[Conn] = []
+        self.open_conns = 0
+        self.ok_done: list[float] = []  # completion times of the 200s of every phase
+
+    async def connect(self) -> Conn:
+        self.open_conns += 1
         try:
-            return Conn(*await asyncio.open_connection("127.0.0.1", args.port))
+            return Conn(*await asyncio.open_connection("127.0.0.1", self.port))
         except OSError:
-            open_conns -= 1
+            self.open_conns -= 1
             raise
 
-    async def one(phase: Phase, due: float, t0: float) -> None:
-        nonlocal open_conns
-        conn = idle.pop() if idle else None
-        if conn is None and open_conns >= args.max_connections:
+    def close(self, conn: Conn) -> None:
+        conn.writer.close()
+        self.open_conns -= 1
+
+    async def exchange(self, conn: Conn | None) -> tuple[Conn, tuple[int, bool, bool]]:
+        """The connection used and its answer: on ``conn`` if given, else on a new one."""
+        if conn is not None:
+            try:
+                return conn, await self._answer_on(conn)
+            except (OSError, asyncio.IncompleteReadError):
+                # The server closed this idle keep-alive connection (its idle timeout): retry on a new one,
+                # as HTTP clients do.
+                pass
+        conn = await self.connect()
+        return conn, await self._answer_on(conn)
+
+    async def _answer_on(self, conn: Conn) -> tuple[int, bool, bool]:
+        """The answer on ``conn``; a connection that fails is closed before the error goes on."""
+        try:
+            return await conn.request(self.payload)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            self.close(conn)
+            raise
+
+    async def one(self, phase: Phase, due: float, t0: float) -> None:
+        """One request due at ``due``, its outcome counted in ``phase``."""
+        conn = self.idle.pop() if self.idle else None
+        if conn is None and self.open_conns >= self.max_connections:
             phase.unsent += 1
             return
         phase.sent += 1
         try:
-            reused = conn is not None
-            conn = conn or await connect()
-            try:
-                status, retry_after, keep = await conn.request(payload)
-            except (OSError, asyncio.IncompleteReadError):
-                if not reused:
-                    raise
-                # The server closed this idle keep-alive connection (its idle timeout): retry on a new one,
-                # as HTTP clients do.
-                conn.writer.close()
-                open_conns -= 1
-                conn = None
-                conn = await connect()
-                status, retry_after, keep = await conn.request(payload)
+            conn, (status, retry_after, keep) = await self.exchange(conn)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             phase.errors += 1
-            if conn is not None:
-                conn.writer.close()
-                open_conns -= 1
             return
         done = time.perf_counter()
         phase.latencies[status].append(done - due)
         if status == 503 and not retry_after:
             phase.no_retry_after += 1
         if status == 200:
-            ok_done.append(done)
+            self.ok_done.append(done)
             phase.per_second[int(due - t0)].append(done - due)
         if keep:
-            idle.append(conn)
+            self.idle.append(conn)
         else:
-            conn.writer.close()
-            open_conns -= 1
+            self.close(conn)
 
-    phases = []
-    for spec in args.phase:
-        rate, seconds = (float(x) for x in spec.split(":"))
-        phase = Phase(rate, seconds)
-        phases.append(phase)
-        t0 = phase.t0 = time.perf_counter()
-        phase.ok_done = ok_done
-        i = 0
-        n = int(rate * seconds)
-        while i < n:
-            now = time.perf_counter()
-            while i < n and t0 + i / rate <= now:
-                due = t0 + i / rate
-                phase.lags.append(now - due)
-                task = asyncio.create_task(one(phase, due, t0))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(0.0005)  # the schedule's tick, not synchronisation
+
+async def run_phase(client: Client, spec: str, tasks: set[asyncio.Task]) -> Phase:
+    """Send a phase's requests on schedule (``RATE:SECONDS``), without waiting for their answers."""
+    rate, seconds = (float(x) for x in spec.split(":"))
+    phase = Phase(rate, seconds)
+    t0 = phase.t0 = time.perf_counter()
+    phase.ok_done = client.ok_done
+    i = 0
+    n = int(rate * seconds)
+    while i < n:
+        now = time.perf_counter()
+        while i < n and t0 + i / rate <= now:
+            due = t0 + i / rate
+            phase.lags.append(now - due)
+            task = asyncio.create_task(client.one(phase, due, t0))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.sleep(0.0005)  # the schedule's tick, not synchronisation
+    return phase
+
+
+async def main(args: argparse.Namespace) -> None:
+    body = Path(args.body).read_bytes()
+    payload = (
+        f"POST {args.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {args.content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    client = Client(args.port, payload, args.max_connections)
+    tasks: set[asyncio.Task] = set()
+    phases = [await run_phase(client, spec, tasks) for spec in args.phase]
     deadline = time.perf_counter() + args.drain_s
     while tasks and time.perf_counter() < deadline:
         await asyncio.wait(set(tasks), timeout=max(deadline - time.perf_counter(), 0.001))

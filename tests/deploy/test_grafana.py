@@ -1,27 +1,39 @@
-"""Grafana provisioning: the datasource and dashboard load, refer to each other, and query only
-metrics the service exports. (No Grafana runs here; these are the checks a broken file fails.)"""
+"""Grafana provisioning: the datasource and dashboards load, refer to each other, and query only
+metrics the service exports, with labels a real server's /metrics has. (No Grafana runs here;
+these are the checks a broken file fails.)"""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import yaml
 from deploy_checks import (
     COMPOSE_FILE,
     GRAFANA_DIR,
     INFERENCE_ENDPOINTS,
+    PROMETHEUS_DIR,
     PROMETHEUS_OWN_METRICS,
+    ROOT,
     promql_metric_names,
     require_tool,
 )
+from prometheus_client.parser import text_string_to_metric_families
+from samples import digit_png, encode, photo
+from servers import ServerThread, settings_for
 
 DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "oodserve.yml"
+# A selector `name{matchers}` and one of its matchers `label op "value"`.
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 
 
 def _walk(node: object) -> Iterator[dict]:
@@ -42,12 +54,39 @@ def _exprs(dashboard: dict) -> list[str]:
     return [node["expr"] for node in _walk(dashboard) if isinstance(node.get("expr"), str)]
 
 
+def _all_exprs() -> list[str]:
+    return [e.replace("$model", ".*") for path in DASHBOARDS for e in _exprs(json.loads(path.read_text()))]
+
+
 def _panels(dashboard: dict) -> list[dict]:
     return [p for p in dashboard["panels"] if p["type"] != "row"]
 
 
-def test_there_is_a_dashboard():
-    assert [p.name for p in DASHBOARDS] == ["oodserve.json"]
+def target_labels() -> set[str]:
+    """Labels Prometheus adds to every scraped series: job, instance and the relabelled ones."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "oodserve"]
+    return {"job", "instance"} | {rule["target_label"] for rule in job.get("relabel_configs", [])}
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
+    """A real server's /metrics after a digit (in-distribution) and a photo (OOD) went through
+    /predict: each sample name with the label sets it has."""
+    models = tmp_path_factory.mktemp("models")
+    for path in (ROOT / "models").glob("*.onnx"):
+        shutil.copy(path, models / path.name)
+    with ServerThread(settings_for(models)) as server:
+        for data in (digit_png(0)[0], encode(photo("chelsea").resize((64, 64)))):
+            response = httpx.post(f"{server.url}/predict", content=data, headers={"content-type": "image/png"})
+            assert response.status_code == 200, response.text
+        samples: dict[str, list[dict[str, str]]] = {}
+        for family in text_string_to_metric_families(server.metrics()):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append(sample.labels)
+    verdicts = {labels["verdict"] for labels in samples["oodserve_images_total"]}
+    assert verdicts == {"in", "ood"}, f"the two images should give both verdicts, got {verdicts}"
+    return samples
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -80,7 +119,7 @@ def test_every_panel_has_a_datasource_and_queries():
 
 def test_queries_use_only_metrics_the_service_exports(exported_metric_names):
     known = exported_metric_names | PROMETHEUS_OWN_METRICS
-    for expr in _exprs(_dashboard()):
+    for expr in _all_exprs():
         unknown = promql_metric_names(expr) - known
         assert not unknown, f"unknown metrics {unknown} in: {expr}"
 
@@ -134,3 +173,37 @@ def test_provisioning_paths_match_the_compose_mounts():
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(provider["options"]["path"] + "/")
     assert (GRAFANA_DIR / "dashboards" / home.rsplit("/", 1)[1]).is_file()
+
+
+def matches(op: str, value: str, actual: str | None) -> bool:
+    """Whether a PromQL matcher selects a series whose label is ``actual`` (None: no such label)."""
+    actual = actual or ""
+    hit = re.fullmatch(value, actual) is not None if op in ("=~", "!~") else value == actual
+    return hit if op in ("=", "=~") else not hit
+
+
+def test_every_selector_matches_what_a_real_server_exports(scraped):
+    """A selector whose metric, label or value the service does not export shows an empty panel
+    and no error. Status codes are only checked to be codes: a scrape after two good requests has
+    no 5xx to match."""
+    for expr in _all_exprs():
+        for name, body in _SELECTOR.findall(expr):
+            if name in PROMETHEUS_OWN_METRICS:
+                continue
+            assert name in scraped, f"{name} is not in a real /metrics, in: {expr}"
+            for label, op, value in _MATCHER.findall(body):
+                if label == "status":
+                    assert any(matches(op, value, str(code)) for code in range(100, 600)), expr
+                    continue
+                assert any(matches(op, value, labels.get(label)) for labels in scraped[name]), (
+                    f'{name}{{{label}{op}"{value}"}} matches no sample of a real /metrics, in: {expr}'
+                )
+
+
+def test_every_grouping_label_is_on_the_series_it_groups(scraped):
+    for expr in _all_exprs():
+        names = promql_metric_names(expr) - PROMETHEUS_OWN_METRICS
+        present = target_labels() | {label for name in names for labels in scraped[name] for label in labels}
+        for grouping in _GROUPING.findall(expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert labels <= present, f"no series has {sorted(labels - present)}, in: {expr}"
