@@ -65,6 +65,8 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
     """Write ``out``: ``model`` with its threshold and p-value table set on ``folder``'s images."""
     if not model.is_file():
         raise FileNotFoundError(f"{model}: no such file")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: no such folder {out.parent}")
     meta = read_metadata(model)
     files = image_files(folder)
     if len(files) < minimum_images(tpr):
@@ -72,7 +74,7 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
             f"{len(files)} images in {folder.name!r}; recalibrating at TPR {tpr:g} needs at least "
             f"{minimum_images(tpr)} ({MIN_EXPECTED_REJECTS} expected rejections in the calibrating part and in "
             f"the {HOLDOUT:.0%} held out)")
-    scores = run_scores(model, read_images(files, meta.input, folder))
+    scores = score_images(model, files, meta, folder)
     perm = np.random.default_rng(seed).permutation(len(files))
     held, calibrating = perm[: held_out_count(len(files))], perm[held_out_count(len(files)) :]
     name = folder.resolve().name
@@ -93,10 +95,12 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
     return Recalibrated(new, meta.calibration)
 
 
-def run_scores(model: Path, images: np.ndarray) -> np.ndarray:
+def score_images(model: Path, files: list[Path], meta: ModelMetadata, folder: Path) -> np.ndarray:
+    """The file's ``ood_score`` of each image, decoded a batch at a time (a folder of large inputs need not fit
+    in memory at once)."""
     sess = open_session(model)
-    return np.concatenate([sess.run([SCORE], {INPUT_NAME: images[i : i + BATCH]})[0]
-                           for i in range(0, len(images), BATCH)])
+    return np.concatenate([sess.run([SCORE], {INPUT_NAME: read_images(files[i : i + BATCH], meta.input, folder)})[0]
+                           for i in range(0, len(files), BATCH)])
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -146,6 +146,7 @@ def test_other_refusals(blurred, tmp_path):
         "nowhere: no such folder")
     assert refusal(tmp_path / "missing.onnx", "--images", blurred, "--out", tmp_path / "n.onnx").endswith(
         "missing.onnx: no such file")
+    assert "no such folder" in refusal(DIGITS, "--images", blurred, "--out", tmp_path / "nope" / "n.onnx")
     broken = write_digits(tmp_path / "broken", 700)
     (broken / "0000.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     assert refusal(DIGITS, "--images", broken, "--out", tmp_path / "n.onnx").startswith(

@@ -87,6 +87,9 @@ def to_int8(path: Path, images: np.ndarray) -> list[str]:
         # Shape inference and graph optimisation (batch norms folded into convolutions) first, as
         # onnxruntime's quantization guide asks: the quantizer needs every tensor's shape, and a folded
         # graph quantizes each convolution once instead of a convolution and its normalisation apart.
+        # onnxruntime's symbolic shape inference is skipped: it fails on these graphs (the ReduceMax after the
+        # softmax takes its axes as an input: "TypeError: object of type 'NoneType' has no len()"), and ONNX's
+        # own shape inference, which still runs, knows every shape of a fixed-size image network.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
         keep_float = float_nodes(onnx.load(str(prepared)).graph)
