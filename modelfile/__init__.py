@@ -20,6 +20,7 @@ from .schema import (
     InvalidModelFile,
     ModelMetadata,
     OODResult,
+    Recalibration,
     check_graph_signature,
     metadata_from_props,
 )
@@ -28,5 +29,5 @@ from .session import open_session, read_metadata
 __all__ = [
     "CALIBRATION_QUANTILES", "DOMAIN_TOLERANCE", "INPUT_NAME", "METADATA_KEY", "OUTPUT_NAMES", "OUT_OF_DOMAIN_SCORE",
     "SCHEMA_VERSION", "Calibration", "Evaluation", "InputSpec", "InvalidModelFile", "ModelMetadata", "OODResult",
-    "check_graph_signature", "metadata_from_props", "open_session", "read_metadata",
+    "Recalibration",     "check_graph_signature", "metadata_from_props", "open_session", "read_metadata",
 ]

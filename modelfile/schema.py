@@ -29,6 +29,9 @@ OUTPUT_NAMES = ("probabilities", "ood_score", "logits")
 CALIBRATION_QUANTILES = 1001  # the most in-distribution scores a file stores for its p-values
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# A file or folder named in the metadata: its name (and for a checkpoint its run folder's), never a path from
+# the root, so that a file says nothing of the machine it was made on.
+FileName = Annotated[str, Field(pattern=r"^[^/\\]{1,255}$")]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -145,6 +148,21 @@ class Evaluation(_Strict):
                     "(what `training.export --score auto` chose by); empty when the method has one score")
 
 
+class Recalibration(_Strict):
+    """Where the stored threshold was set again after export (``python -m modelfile recalibrate``): the user's
+    own in-distribution images, a seeded part of them held out to measure the result."""
+
+    folder: FileName = Field(description="the image folder's name (not its path)")
+    images: int = Field(ge=2, description="images read from the folder")
+    held_out: int = Field(ge=1, description="of which held out (seeded) to measure the reject rate")
+    seed: int
+    previous_threshold: float = Field(description="the threshold the file had before")
+    held_out_reject_rate_before: Unit = Field(description="share of the held-out images the previous threshold "
+                                                          "rejected")
+    held_out_reject_rate_after: Unit = Field(description="share of the held-out images the new threshold rejects")
+    created: str | None = None
+
+
 class ModelMetadata(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: Name
@@ -158,6 +176,19 @@ class ModelMetadata(_Strict):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     architecture: str | None = None
     created: str | None = None
+    precision: Literal["fp32", "int8"] = Field(
+        default="fp32", description="the network's arithmetic: int8 for a file quantized by `training.export "
+                                    "--quantize int8` (softmax, score and input-domain guard stay float32)")
+    quantized_from: Annotated[str, Field(pattern=r"^[^/\\]{1,255}(/[^/\\]{1,255})?$")] | None = Field(
+        default=None, description="for an int8 file: the checkpoint its float32 graph was exported from, as "
+                                  "RUN/FILE (never an absolute path)")
+    recalibration: Recalibration | None = None
+
+    @model_validator(mode="after")
+    def _quantized_from_only_when_quantized(self) -> ModelMetadata:
+        if self.quantized_from is not None and self.precision == "fp32":
+            raise ValueError("quantized_from is set but precision is 'fp32'")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json()

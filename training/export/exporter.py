@@ -42,6 +42,7 @@ from .. import checkpoint
 from .. import data as datasets
 from ..evaluation import ood_metrics, ood_sets, score_choice
 from . import domain_guard
+from .quantize import PRECISIONS, quantize_export
 
 
 class Deployable(nn.Module):
@@ -145,12 +146,17 @@ def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
                       tpr: float = 0.95, resize: str = "stretch", data_root: str | None = None,
                       ood: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                      fp16_weights: bool = False, score: str | None = None, tta: str = "none") -> ModelMetadata:
+                      fp16_weights: bool = False, score: str | None = None, tta: str = "none",
+                      precision: str = "fp32") -> ModelMetadata:
     """Export, calibrate on the validation split, summarise on the test split, write metadata.
 
     ``score``: the OOD score the graph computes, for a method with several (``Method.score_options``);
     ``"auto"`` takes the one that best separates the validation split from training noise. ``tta``: ``flip``
-    exports ``FlipAveraged`` (twice the network's cost per image; the architecture field says so)."""
+    exports ``FlipAveraged`` (twice the network's cost per image; the architecture field says so). ``precision``
+    ``int8``: the file is quantized (``training.export.quantize``) before it is calibrated and evaluated."""
+    if precision != "fp32" and fp16_weights:
+        raise ValueError("--fp16-weights and --quantize int8 exclude each other (int8 weights are a quarter of "
+                         "float32's already)")
     out = Path(out)
     ckpt = checkpoint.load(checkpoint_path)
     model, method, info = checkpoint.build_model(ckpt)
@@ -166,6 +172,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
     if TTA[tta] is not None:
         model = TTA[tta](model).eval()
     to_onnx(model, method, info, out)
+    quantized = quantize_export(precision, out, splits.train.x, seed, Path(checkpoint_path))
     if fp16_weights:
         store_weights_fp16(out)
     sess = open_session(out)
@@ -184,7 +191,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
         architecture=ckpt["config"]["model"] + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
         evaluation=evaluation.model_copy(update={"test_split": f"{info.name} test ({len(splits.test)} images)",
                                                  "score_choice": choice}),
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), **quantized,
     )
     write_metadata(out, meta)
     return meta
@@ -261,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tta", default="none", choices=tuple(TTA),
                    help="test-time augmentation inside the graph: flip averages each image's features with its "
                         "mirror image's (twice the network's cost per image, in serving too)")
+    p.add_argument("--quantize", default="fp32", choices=PRECISIONS, metavar="{int8}",
+                   help="int8: quantize the network (static QDQ, calibrated on training images); the threshold and "
+                        "every evaluation row are then measured on the int8 file")
     p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")
     args = p.parse_args(argv)
     if args.check:
@@ -271,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         meta = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, tpr=args.tpr,
                                  resize=args.resize, data_root=args.data_root,
-                                 fp16_weights=args.fp16_weights, score=args.score, tta=args.tta)
+                                 fp16_weights=args.fp16_weights, score=args.score, tta=args.tta,
+                                 precision=args.quantize)
     except datasets.DatasetUnavailable as e:
         print(f"error: calibration needs the validation split: {e}", file=sys.stderr)
         raise SystemExit(2) from None
