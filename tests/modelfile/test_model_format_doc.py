@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from modelfile import ModelMetadata, OODResult
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "model-format.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "model-format.md"
 
 
 def documented(text: str | None = None) -> dict[str, str]:

@@ -1,42 +1,15 @@
-"""docs/model-format.md's field table and ``ModelMetadata`` change together: every field of the schema (nested
-records flattened as ``calibration.threshold``) has a row, and every row is a field. The new fields round-trip."""
+"""The metadata's precision, provenance and recalibration fields round-trip and refuse bad values by name
+(the field table of docs/model-format.md is checked by test_model_format_doc.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import types
-import typing
 
 import pytest
-from pydantic import BaseModel
-from servers import REPO
 from stand_in import metadata
 
 from modelfile import InvalidModelFile, ModelMetadata, Recalibration
-
-DOC = REPO / "docs" / "model-format.md"
-
-
-def schema_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
-    fields = set()
-    for name, info in model.model_fields.items():
-        # a record or an optional record is flattened; a map of records (evaluation.ood) is one row
-        optional = typing.get_origin(info.annotation) in (typing.Union, types.UnionType)
-        nested = [t for t in (info.annotation, *(typing.get_args(info.annotation) if optional else ()))
-                  if isinstance(t, type) and issubclass(t, BaseModel)]
-        fields |= schema_fields(nested[0], f"{prefix}{name}.") if nested else {prefix + name}
-    return fields
-
-
-def table_fields() -> set[str]:
-    section = DOC.read_text().split("## The metadata", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
-    return {name for cell in rows for name in re.findall(r"`([^`]+)`", cell)}
-
-
-def test_the_field_table_lists_exactly_the_schemas_fields():
-    assert table_fields() == schema_fields(ModelMetadata)
 
 
 def test_precision_provenance_and_recalibration_round_trip():
