@@ -17,9 +17,19 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from modelfile import InputSpec
+from modelfile.pixels import (
+    ORIENTATION,
+    SWAPS_SIDES,
+    orientation,
+    reduce_mode,
+    reduction,
+    resize,
+    to_array,
+    to_color_mode,
+)
 from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
 
@@ -34,7 +44,6 @@ _BYTES_PER_PIXEL = {
     "CMYK": 4, "YCbCr": 4, "LAB": 4, "HSV": 4, "I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
 }  # fmt: skip
 # Modes Image.reduce cannot shrink, and what each slice of them is converted to first.
-_CONVERT_BEFORE_REDUCE = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
 # Bytes of a decode beyond the decoded pixels: per pixel, the one full-size copy a decode may make
 # (a conversion when no reduction applies); per row, Pillow's row pointers (8 bytes) for each of the
 # two images; per pixel of a JPEG file, libjpeg's coefficient buffers (2 bytes a sample, 3 samples),
@@ -46,26 +55,6 @@ _JPEG_BYTES_PER_PIXEL = 6
 _SLICE_BYTES_PER_PIXEL = 12
 _FIXED_COST = 256 << 10
 
-# Transparent pixels are composited over white, the way a browser shows the image on a page.
-_MATTE = (255, 255, 255, 255)
-# Letterbox bars are black: the zero input, and the background of digit-style datasets.
-_BARS = 0
-# Integer images ("I", from 16-bit files) hold 0..65535; float images ("F", TIFF) are taken as [0, 1].
-_INTEGER_FULL_SCALE = 65535.0
-# Shrink by whole factors while at least this many times the final size remains: box-averaging is
-# cheap and exact, and the last bilinear step then sees enough pixels to look like a direct resize.
-_REDUCING_GAP = 2
-# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose).
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_SIDES = {5, 6, 7, 8}
 # Pixels per slice when a large image is checked, converted and reduced a slice at a time.
 _SLICE_PIXELS = 1 << 20
 
@@ -155,19 +144,18 @@ def decode(opened: OpenedImage, spec: InputSpec, deadline: Deadline | None = Non
     try:
         # Only the first frame of an animation is read: that is what `load` decodes.
         im.load()
-        orientation = _orientation(im)
-        im = _reduce(im, spec, swapped=orientation in _SWAPS_SIDES)
-        if orientation in _ORIENTATION:
-            im = im.transpose(_ORIENTATION[orientation])
-        im = _to_color_mode(im, spec.color_mode)
-        im = _resize(im, spec)
+        turn = orientation(im)
+        im = _reduce(im, spec, swapped=turn in SWAPS_SIDES)
+        if turn in ORIENTATION:
+            im = im.transpose(ORIENTATION[turn])
+        im = resize(to_color_mode(im, spec.color_mode), spec)
     except (ImageError, DeadlineExceeded):
         raise
     except Exception as e:
         # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, ... for malformed
         # data. The bytes are the only input here, so whatever failed, the image is at fault.
         raise ImageError(code="corrupt_image", message=f"could not decode the {fmt} image: {e}") from None
-    return _to_array(im, spec)
+    return to_array(im, spec)
 
 
 class _DeadlineReader(io.BytesIO):
@@ -228,11 +216,6 @@ def _check_header(im: Image.Image, limits: Limits) -> None:
         )
 
 
-def _orientation(im: Image.Image) -> int:
-    try:
-        return int(im.getexif().get(0x0112, 1))
-    except Exception:  # a broken EXIF block: show the image as stored
-        return 1
 
 
 def _check_finite(part: Image.Image, fmt: str | None) -> None:
@@ -245,30 +228,18 @@ def _check_finite(part: Image.Image, fmt: str | None) -> None:
         )
 
 
-def _content_size(size: tuple[int, int], spec: InputSpec) -> tuple[float, float]:
-    """How large the image's content ends up in the model input, in (possibly fractional) pixels."""
-    w, h = size
-    if spec.resize == "stretch":
-        return spec.width, spec.height
-    scale = (min if spec.resize == "letterbox" else max)(spec.width / w, spec.height / h)
-    return w * scale, h * scale
 
 
 def _reduce(im: Image.Image, spec: InputSpec, swapped: bool) -> Image.Image:
-    """Shrink by whole factors per side while ``_REDUCING_GAP`` times the final size remains.
+    """Shrink by whole factors per side while ``modelfile.pixels.REDUCING_GAP`` times the final size remains.
 
     The image goes through in slices of whole reduction boxes: each slice is checked for NaN,
     converted to a mode ``Image.reduce`` takes and reduced on its own, so nothing full-size is
     made beside the decoded image (``reduce`` itself would copy RGBA images whole, premultiplied).
     """
     w, h = im.size
-    displayed = (h, w) if swapped else (w, h)
-    cw, ch = _content_size(displayed, spec)
-    if swapped:
-        cw, ch = ch, cw
-    fx = max(1, int(w // (_REDUCING_GAP * cw)))
-    fy = max(1, int(h // (_REDUCING_GAP * ch)))
-    mode = _slice_mode(im)
+    fx, fy = reduction(im.size, spec, swapped)
+    mode = reduce_mode(im)
     if fx == 1 and fy == 1 and mode == im.mode and im.mode != "F":
         return im
     out = Image.new(mode, (-(-w // fx), -(-h // fy)))
@@ -284,57 +255,10 @@ def _reduce(im: Image.Image, spec: InputSpec, swapped: bool) -> Image.Image:
     return out
 
 
-def _slice_mode(im: Image.Image) -> str:
-    """The mode the image is reduced in: its own where ``Image.reduce`` takes it and keeps its meaning."""
-    if im.mode in _CONVERT_BEFORE_REDUCE:
-        return _CONVERT_BEFORE_REDUCE[im.mode]
-    if im.mode == "P" or "transparency" in im.info:  # palette indices and colour keys do not average
-        return "RGBA" if "transparency" in im.info else "RGB"
-    return im.mode
 
 
-def _to_color_mode(im: Image.Image, color_mode: str) -> Image.Image:
-    """Convert to ``color_mode`` ("L" or "RGB"), or to "F" in [0, 1] for integer and float images."""
-    if im.mode in ("I", "F"):
-        # Pillow's convert("L") clips 16-bit values at 255 instead of scaling them; scale by hand.
-        # Channels are replicated after resizing. The image is small here (after _reduce).
-        scale = _INTEGER_FULL_SCALE if im.mode == "I" else 1.0
-        return Image.fromarray(np.clip(np.asarray(im, dtype=np.float32) / scale, 0.0, 1.0))
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
-        im = Image.alpha_composite(Image.new("RGBA", im.size, _MATTE), im.convert("RGBA"))
-    elif im.mode == "LAB":
-        # Pillow's convert() copies LAB's bands as if they were RGB; littlecms converts the colours.
-        im = ImageCms.applyTransform(im, _lab_to_srgb())
-    return im.convert(color_mode)
 
 
-def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
-    return ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
 
 
-def _resize(im: Image.Image, spec: InputSpec) -> Image.Image:
-    size = (spec.width, spec.height)
-    if im.size == size:
-        return im
-    if spec.resize == "stretch":
-        return im.resize(size, Image.Resampling.BILINEAR)
-    w, h = im.size
-    if spec.resize == "letterbox":
-        cw, ch = _content_size(im.size, spec)
-        content = im.resize((max(1, round(cw)), max(1, round(ch))), Image.Resampling.BILINEAR)
-        canvas = Image.new(im.mode, size, _BARS)
-        canvas.paste(content, (round((spec.width - content.width) / 2), round((spec.height - content.height) / 2)))
-        return canvas
-    # center_crop: the largest centred box of the target's aspect ratio, resized to the target.
-    scale = max(spec.width / w, spec.height / h)
-    bw, bh = min(w, spec.width / scale), min(h, spec.height / scale)
-    box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
-    return im.resize(size, Image.Resampling.BILINEAR, box=box)
 
-
-def _to_array(im: Image.Image, spec: InputSpec) -> np.ndarray:
-    if im.mode == "F":
-        arr = np.asarray(im, dtype=np.float32)[None]
-        return np.repeat(arr, spec.channels, axis=0)
-    arr = np.asarray(im, dtype=np.float32) / 255.0
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
