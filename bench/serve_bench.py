@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/serve_bench.py [--quick] [--seconds 5] [--before DIR] [--out docs/results/serving.md]
 
-For each model (the bundled LeNet with a 28x28 PNG upload; resnet_small 3x32x32, the bundled CIFAR-10
-model or an untrained export, with a 32x32 JPEG upload) it starts every server for real on a loopback
+For each model (the bundled LeNet with a 28x28 PNG upload; the photo model 3x32x32, the bundled CIFAR-10
+model or an untrained resnet_small export, with a 32x32 JPEG upload; each followed by its int8 file,
+``NAME-int8.onnx``, where the checkout has one) it starts every server for real on a loopback
 port, pinned to core 0 with ``taskset``, all at once (idle ones cost nothing), and drives them with
 ``wrk`` (one thread, pinned to core 1; a Lua script sends the multipart upload) at concurrency 1, 8, 32
 and 128, interleaved: for each concurrency every server in turn, so load from elsewhere on the machine
@@ -40,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serving import report
-from bench.serving.models import LENET, cifar_like_upload, lenet_upload, resnet_small
+from bench.serving.models import LENET, cifar_like_upload, int8_sibling, lenet_upload, photo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -352,9 +353,15 @@ def workers(model: Model, workdir: Path, args: argparse.Namespace, log: Path) ->
 
 
 def models(workdir: Path, args: argparse.Namespace) -> list[Model]:
-    out = [Model("lenet", LENET, lenet_upload(), "digit.png", "image/png")]
+    """LeNet and (unless --quick) the photo model, each followed by its int8 file when the checkout has one."""
+    chosen = [("lenet", LENET, lenet_upload(), "digit.png", "image/png")]
     if not args.quick:
-        out.append(Model("resnet_small", resnet_small(args.cache), cifar_like_upload(), "image.jpg", "image/jpeg"))
+        chosen.append(("photo", photo_model(args.cache), cifar_like_upload(), "image.jpg", "image/jpeg"))
+    out = []
+    for key, path, *upload in chosen:
+        out.append(Model(key, path, *upload))
+        if (int8 := int8_sibling(path)) is not None:
+            out.append(Model(f"{key}-int8", int8, *upload))
     return out
 
 
@@ -369,7 +376,7 @@ def main() -> None:
         "--cache",
         type=Path,
         default=Path(tempfile.gettempdir()) / "oodserve-bench",
-        help="where the exported resnet_small is kept",
+        help="where the untrained resnet_small is exported when the checkout has no photo model",
     )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "serving.md")
     args = p.parse_args()

@@ -1,7 +1,8 @@
-"""The two models the serving bench drives: the bundled LeNet, and a resnet_small 3x32x32.
+"""The models the serving bench drives: the bundled LeNet, the bundled photo model (3x32x32), and the int8
+files beside them (``NAME-int8.onnx``, written by ``make models``).
 
-resnet_small is the bundled CIFAR-10 model (``models/cifar10-*-resnet.onnx``) when the checkout has one;
-otherwise it is exported with training's own path (``training.models.build`` + ``training.export.to_onnx``)
+The photo model is the bundled CIFAR-10 file (``models/cifar10-*.onnx``) when the checkout has one;
+otherwise a resnet_small is exported with training's own path (``training.models.build`` + ``training.export.to_onnx``)
 with random weights: the bench measures serving cost, which does not depend on what the weights learnt.
 That file's calibration is copied from the bundled LeNet (a p-value needs some sorted scores, not good ones).
 """
@@ -20,12 +21,21 @@ LENET = ROOT / "models" / "mnist-acet-lenet.onnx"
 DIGITS = ROOT / "tests" / "data" / "mnist-t10k-heldout"
 
 
+def int8_sibling(path: Path) -> Path | None:
+    """``NAME-int8.onnx`` beside ``NAME.onnx``, when the checkout has it."""
+    sibling = path.with_name(f"{path.stem}-int8.onnx")
+    return sibling if sibling.is_file() else None
+
+
+def photo_model(cache: Path) -> Path:
+    """The bundled CIFAR-10 model, else the untrained resnet_small below."""
+    bundled = sorted(p for p in (ROOT / "models").glob("cifar10-*.onnx") if not p.stem.endswith("-int8"))
+    return bundled[0] if bundled else resnet_small(cache)
+
+
 def resnet_small(cache: Path) -> Path:
-    """The bundled CIFAR-10 resnet_small, else ``cache/bench-resnet-small.onnx``, exported on first use (about
-    20 s with torch)."""
-    bundled = sorted((ROOT / "models").glob("cifar10-*-resnet.onnx"))
-    if bundled:
-        return bundled[0]
+    """``cache/bench-resnet-small.onnx``, a resnet_small with random weights exported on first use (about 20 s
+    with torch)."""
     path = cache / "bench-resnet-small.onnx"
     if path.exists():
         return path
