@@ -53,6 +53,11 @@ def distributed(device: str) -> Processes:
         rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     dev = _pick_device(device, local_rank)
     if "RANK" in os.environ and not torch.distributed.is_initialized():
+        # Imported before the group exists: its functions bind ``group=group.WORLD`` as a default argument at
+        # import, and DDP imports it (through torch.distributed._shard). Imported later, those defaults hold
+        # the group forever, so destroy_process_group() cannot free it and gloo's C++ threads outlive the
+        # interpreter, which aborts now and then at exit ("terminate called without an active exception").
+        import torch.distributed.nn as _ddp_functions  # noqa: F401
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         atexit.register(_tear_down)
     if dev.type == "cuda":
@@ -62,7 +67,8 @@ def distributed(device: str) -> Processes:
 
 def _tear_down() -> None:
     """All ranks leave together: a rank that destroys the group while another still talks to it aborts the
-    process ("terminate called without an active exception") after all the work is done."""
+    process ("terminate called without an active exception") after all the work is done. Destroying it
+    also joins gloo's threads, provided nothing else holds the group (see ``distributed``)."""
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
