@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from modelfile import Evaluation, InputSpec
+from modelfile import Evaluation, InputSpec, Recalibration
 
 
 class Prediction(BaseModel):
@@ -45,11 +45,15 @@ class ModelInfo(BaseModel):
     dataset: str = Field(description="the in-distribution training data")
     architecture: str | None = None
     created: str | None = None
+    precision: str = Field(description="`fp32`, or `int8` for a quantized file (`training.export --quantize int8`)")
+    quantized_from: str | None = Field(None, description="an int8 file's source: the checkpoint it was exported from")
     classes: list[str] = Field(description="class names, in output order")
     input: InputSpec = Field(description="how uploaded images are converted before inference")
     threshold: float = Field(description="`is_ood = ood_score > threshold`")
     tpr: float = Field(description="share of in-distribution validation images accepted at the threshold")
     calibration_split: str = Field(description="data the threshold was calibrated on")
+    recalibration: Recalibration | None = Field(
+        None, description="where the threshold was set again after export (`python -m modelfile recalibrate`)")
     evaluation: Evaluation = Field(description="test accuracy and OOD detection results; measured at the stored "
                                                "threshold: `id_reject_rate` (share of the test split rejected) "
                                                "and each OOD set's `accepted` share")

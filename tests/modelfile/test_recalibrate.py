@@ -1,4 +1,4 @@
-"""``python -m modelfile recalibrate`` (issue 29), without torch: the bundled digits model recalibrated on blurred
+"""``python -m modelfile recalibrate``, without torch: the bundled digits model recalibrated on blurred
 digits rejects about 5 % of held-out blurred digits again; the new file is the old one but for its metadata; each
 refusal is one line and exit status 2; the folder is decoded exactly as the service decodes an upload."""
 
@@ -11,12 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import pytest
 from PIL import Image, ImageFilter
 from samples import encode, mnist, photo
-from servers import REPO
+from servers import REPO, ServerThread, settings_for
 
 from modelfile import METADATA_KEY, InputSpec, read_metadata
 from modelfile.imagefolder import decode
@@ -69,6 +70,21 @@ def test_recalibration_brings_the_held_out_reject_rate_of_a_shifted_set_back_to_
     assert new.evaluation.test_accuracy == old.evaluation.test_accuracy
     assert {k: r.auroc for k, r in new.evaluation.ood.items()} == {k: r.auroc for k, r in old.evaluation.ood.items()}
     assert str(blurred.parent) not in out.read_bytes().decode("latin-1")  # no absolute path in the file
+
+
+def test_the_service_serves_the_new_threshold_and_says_where_it_was_set(blurred, tmp_path):
+    site = tmp_path / "models"
+    site.mkdir()
+    assert recalibrate(DIGITS, "--images", blurred, "--out", site / "digits-site.onnx").returncode == 0
+    new = read_metadata(site / "digits-site.onnx")
+    with ServerThread(settings_for(site, default_model=new.name)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        info = client.get("/models").json()["models"][0]
+        image = next(iter(sorted(blurred.glob("*.png"))))
+        answer = client.post("/predict", files={"file": (image.name, image.read_bytes(), "image/png")}).json()
+    assert info["threshold"] == new.calibration.threshold and info["recalibration"]["folder"] == "blurred-scanner"
+    assert info["recalibration"]["images"] == 1000 and "blurred-scanner" in info["calibration_split"]
+    assert answer["predictions"][0]["threshold"] == new.calibration.threshold
 
 
 def test_the_new_file_is_the_old_graph_and_weights_with_new_metadata(blurred, tmp_path):

@@ -68,6 +68,9 @@ def test_int8_serves_the_float_files_labels_through_predict_and_v2(files, splits
     with ServerThread(settings_for(files["fp32"].parent, default_model="digits-fp32", max_batch_size=250)) as server:
         labels, rejected = {}, {}
         with httpx.Client(base_url=server.url, timeout=60) as client:
+            listed = {m["name"]: m for m in client.get("/models").json()["models"]}
+            assert listed["digits-int8"]["precision"] == "int8" and listed["digits-fp32"]["precision"] == "fp32"
+            assert listed["digits-int8"]["quantized_from"] == read_metadata(files["int8"]).quantized_from
             for kind in files:
                 labels[kind] = [client.post(f"/predict?model=digits-{kind}", files={"file": (p.name, p.read_bytes(),
                                                                                               "image/png")}).json()
