@@ -42,7 +42,7 @@ from .. import imagefiles
 from ..attacks import max_log_confidence, pgd
 from ..noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
 from ..outliers import OutlierImages
-from .api import LossAndStats, Method, build, register, spec
+from .api import Cli, LossAndStats, Method, build, register, register_cli, spec
 from .plain import Plain
 
 
@@ -67,8 +67,6 @@ class ACET(Method):
     name = "acet"
     Config = ACETConfig
     labels = ("acet", "ceda", "isomax+acet", "isomax+ceda", "oe", "acet+oe", "isomax+oe", "isomax+acet+oe")
-    variants = (("plain", ("--at-frac", "0")), ("CEDA", ("--pgd-steps", "0")), ("ACET", ()))
-    description = "Train a classifier with ACET / CEDA / plain cross-entropy."
 
     def __init__(self, config: ACETConfig | None = None):
         super().__init__(config)
@@ -161,6 +159,13 @@ class ACET(Method):
 
     def outputs(self, model: nn.Module, x: torch.Tensor):
         return self.base.outputs(model, x)
+
+
+@register_cli
+class ACETCli(Cli):
+    name = "acet"
+    description = "Train a classifier with ACET / CEDA / plain cross-entropy."
+    variants = (("plain", ("--at-frac", "0")), ("CEDA", ("--pgd-steps", "0")), ("ACET", ()))
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:
