@@ -9,9 +9,9 @@ Names:
   mnist, fashion-mnist, cifar10, cifar100, svhn  the data set's test split (under --data-root)
   imagefolder:PATH                                images under PATH/test (or PATH) — a folder or a .zip
   NAME-gray                                       any of the above converted to gray (e.g. cifar10-gray)
-  uniform                                         U[0, 1] pixels
-  permuted                                        in-distribution test images, pixels shuffled
-  noise                                           CEDA/ACET's training noise (uniform + permuted, blurred)
+  uniform                                         U[0, 1] pixels (raw: not training.noise's blurred-uniform)
+  permuted                                        in-distribution test images, pixels shuffled (raw, likewise)
+  noise                                           CEDA/ACET's training noise (blurred-uniform + blurred-permuted)
   scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
   photos                                          square crops of scikit-image's bundled photos (offline)
   textures                                        small square crops of scikit-image's bundled texture photos
