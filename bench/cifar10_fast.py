@@ -42,7 +42,7 @@ from bench.serving.models import resnet_small  # noqa: E402
 from modelfile import open_session, read_metadata  # noqa: E402
 from training import data as datasets  # noqa: E402
 from training.checkpoint import load as load_checkpoint  # noqa: E402
-from training.export import run_scores  # noqa: E402
+from training.evaluation.scorers import session_outputs  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, run: Path) -> list[str]:
@@ -63,7 +63,7 @@ def recompressed(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def error(sess, split: datasets.Split) -> float:
-    probs, _ = run_scores(sess, split.x)
+    probs = session_outputs(sess, split.x).probabilities
     return float((probs.argmax(1) != split.y.numpy()).mean())
 
 

@@ -41,7 +41,7 @@ from training.evaluation import ood_metrics, ood_sets  # noqa: E402
 
 @dataclass(frozen=True)
 class Method:
-    label: str  # the column label (no '='): a registered method's variant (``Method.variants``)
+    label: str  # the column label (no '='): a registered method's variant (``Cli.variants``)
     name: str  # the registered method, trained as ``python -m training NAME``
     flags: tuple[str, ...]  # the variant's own flags
     argv: Callable[[argparse.Namespace], list[str]]  # flags this benchmark adds (its reduced settings)

@@ -1,7 +1,7 @@
 """The training command every entry point is: ``python -m training.acet|isomax|mcd`` call ``main(NAME)``.
 
-Flags shared by every method, then the method's own (``Method.add_options``); the method turns them
-into its spec and into the runs of the shared loop it needs (MCD: two); then, with ``--export``, the
+Flags shared by every method, then the method's own (its ``Cli`` companion's ``add_options``), which
+turn them into its spec and into the runs of the shared loop it needs (MCD: two); then, with ``--export``, the
 final checkpoint is exported. Errors a user can fix (missing data, an unreadable checkpoint) end in
 one line and exit code 2.
 """
@@ -25,64 +25,71 @@ DEFAULT_LR = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, 
               "fastnet_wide": 0.65, "fastnet_wide_relu": 0.65}
 
 
-def parser(description: str, *, default_model: str = "resnet_small") -> argparse.ArgumentParser:
+def parser(description: str) -> argparse.ArgumentParser:
+    """The flags every method shares; their defaults are ``TrainConfig``'s."""
+    d = TrainConfig()
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="svhn",
+    g.add_argument("--dataset", default=d.dataset,
                    help=f"one of {', '.join(DATASET_NAMES)}, or imagefolder:PATH (PATH/train, PATH/test)")
-    g.add_argument("--data-root", default="data", help="where torchvision data sets live / are downloaded to")
+    g.add_argument("--data-root", default=d.data_root, help="where torchvision data sets live / are downloaded to")
     g.add_argument("--no-download", dest="download", action="store_false", help="never try to download data")
-    g.add_argument("--val-fraction", type=float, default=0.1,
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="share of the training data held out (seeded) for validation and threshold calibration")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--recipe", default=None, choices=tuple(RECIPES),
+    g.add_argument("--recipe", default=d.recipe, choices=tuple(RECIPES),
                    help="a named recipe (training.recipes): the defaults of every flag below it names; flags given "
                         "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~23 min for CIFAR-10 on "
                         "2 cores); fast-long: fastnet_wide, 24 epochs; paper: resnet_small, 100 epochs")
-    g.add_argument("--model", default=default_model, choices=ARCHITECTURES, help="architecture")
-    g.add_argument("--epochs", type=int, default=100, help="training epochs")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in total")
-    g.add_argument("--batch-size", type=int, default=128, help="clean images per step and rank")
+    g.add_argument("--model", default=d.model, choices=ARCHITECTURES, help="architecture")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimiser steps in total")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="clean images per step and rank")
     g.add_argument("--lr", type=float, default=None,
                    help="SGD learning rate (the peak of --lr-schedule) "
                         f"(default by model: {', '.join(f'{k} {v}' for k, v in DEFAULT_LR.items())})")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
-    g.add_argument("--lr-schedule", default="step", choices=SCHEDULES,
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d.nesterov, help="Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=SCHEDULES,
                    help="step: / 10 at 50/75/90%%; triangle: linear warm-up from lr x 0.2 over --warmup of the steps, "
                         "then linear decay to lr x 0.07")
-    g.add_argument("--warmup", type=float, default=0.23, help="triangle: share of the steps spent warming up")
-    g.add_argument("--bias-lr-scale", type=float, default=1.0, help="BatchNorm biases train at lr x this")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    g.add_argument("--lookahead", type=int, default=0, metavar="N",
+    g.add_argument("--warmup", type=float, default=d.warmup, help="triangle: share of the steps spent warming up")
+    g.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="BatchNorm biases train at lr x this")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="label smoothing of the cross-entropy")
+    g.add_argument("--lookahead", type=int, default=d.lookahead, metavar="N",
                    help="every N steps pull the weights toward a slow copy, fully at the end (0: off)")
-    g.add_argument("--translate", type=int, default=4, metavar="PIXELS",
-                   help="augmentation of images that have it: random shifts of up to this many pixels")
-    g.add_argument("--pad-mode", default="constant", choices=("constant", "reflect"),
-                   help="what the shifts fill the border with: zeros, or the image mirrored")
-    g.add_argument("--flip", default="random", choices=("random", "alternating"),
-                   help="horizontal flips (data sets that have them): random per image and step, or a random half "
-                        "of the images in even epochs and the other half in odd ones")
-    g.add_argument("--cutout", type=int, default=0, metavar="PIXELS",
-                   help="augmentation of images that have it: a random square of this side greyed out (0: off)")
+    add_augmentation_flags(g, d)
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="run directory for checkpoints and TensorBoard (default runs/NAME)")
-    g.add_argument("--seed", type=int, default=0, help="seed for data split, order, noise and init")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for data split, order, noise and init")
+    g.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"), help="where to train")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
                    help="mixed precision: bf16 autocast + channels_last on a CPU with native bf16 (AVX-512 BF16 or "
                         "AMX; elsewhere fp32, with a notice), bf16 or fp16 on CUDA; the exported model is fp32")
     g.add_argument("--resume", action="store_true", help="continue OUT/last.pt where it stopped")
-    g.add_argument("--init-from", default=None, metavar="CKPT",
+    g.add_argument("--init-from", default=d.init_from, metavar="CKPT",
                    help="start from this checkpoint's weights (fine-tuning; same model and head)")
-    g.add_argument("--export", default=None, metavar="PATH.onnx", help="export the final model to ONNX")
+    g.add_argument("--export", default=d.export, metavar="PATH.onnx", help="export the final model to ONNX")
     g.add_argument("--score", default=None, metavar="NAME",
                    help="with --export, for a method with several OOD scores (IsoMax+: min-distance, entropy, "
                         "projection): the one the file computes; 'auto': the best on validation data vs training "
                         "noise (training.export --score)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
+
+
+def add_augmentation_flags(g: argparse._ArgumentGroup, d: TrainConfig) -> None:
+    g.add_argument("--translate", type=int, default=d.translate, metavar="PIXELS",
+                   help="augmentation of images that have it: random shifts of up to this many pixels")
+    g.add_argument("--pad-mode", default=d.pad_mode, choices=("constant", "reflect"),
+                   help="what the shifts fill the border with: zeros, or the image mirrored")
+    g.add_argument("--flip", default=d.flip, choices=("random", "alternating"),
+                   help="horizontal flips (data sets that have them): random per image and step, or a random half "
+                        "of the images in even epochs and the other half in odd ones")
+    g.add_argument("--cutout", type=int, default=d.cutout, metavar="PIXELS",
+                   help="augmentation of images that have it: a random square of this side greyed out (0: off)")
 
 
 def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
@@ -103,7 +110,7 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
 
 def main(method_name: str, argv: list[str] | None = None) -> None:
     """Parse the flags of method ``method_name``, train, then export with ``--export``."""
-    cls = methods.method_class(method_name)
+    cls = methods.cli_of(method_name)
     p = parser(cls.description or f"Train a classifier with the {method_name} method.")
     cls.add_options(p)
     chosen, _ = p.parse_known_args(argv)

@@ -20,6 +20,7 @@ Names accepted by ``--dataset``:
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,7 +125,8 @@ _EXPECTED_FILES = {
     "svhn": "train_32x32.mat and test_32x32.mat (from http://ufldl.stanford.edu/housenumbers/)",
 }
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "mnist5k", "mnist5k+t10k", "moons")
+TORCHVISION = tuple(_STATS)  # the data sets torchvision's own classes read (and download) under --data-root
+DATASET_NAMES = (*TORCHVISION, "mnist5k", "mnist5k+t10k", "moons")
 
 
 def load(name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1, seed: int = 0,
@@ -141,9 +143,9 @@ def load(name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1
         return Splits(info, train, val, test)
     elif name == "moons":
         info, train, test = _moons(seed)
-    elif name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (files := cifar10_files(root)):
+    elif name == "cifar10" and (files := cifar10_files(root)):
         info, train, test = _cifar10_files(files)
-    elif name in _STATS:
+    elif name in TORCHVISION:
         info, train, test = _torchvision(name, root, download)
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)} or imagefolder:PATH")
@@ -173,42 +175,45 @@ def _images(arr: np.ndarray) -> torch.Tensor:
 
 
 def _torchvision(name: str, root: Path, download: bool) -> tuple[DatasetInfo, Split, Split]:
-    import torchvision.datasets as tvd
-
-    def get(split: str):
-        ctor = {
-            "mnist": lambda dl: tvd.MNIST(root, train=split == "train", download=dl),
-            "fashion-mnist": lambda dl: tvd.FashionMNIST(root, train=split == "train", download=dl),
-            "cifar10": lambda dl: tvd.CIFAR10(root, train=split == "train", download=dl),
-            "cifar100": lambda dl: tvd.CIFAR100(root, train=split == "train", download=dl),
-            "svhn": lambda dl: tvd.SVHN(root / "svhn", split=split, download=dl),
-        }[name]
-        try:
-            return ctor(False)
-        except RuntimeError:
-            if not download:
-                raise _unavailable(name, root, "downloading is switched off") from None
-        try:
-            return ctor(True)
-        except Exception as e:  # URLError, socket errors, HTTP errors, checksum failures
-            raise _unavailable(name, root, f"the download failed ({type(e).__name__}: {e})") from None
-
-    tr, te = get("train"), get("test")
+    (train, classes), (test, _) = (torchvision_split(name, root, s, download=download) for s in ("train", "test"))
     mean, std = _STATS[name]
     if name == "svhn":
-        x_tr, y_tr = torch.from_numpy(tr.data), torch.from_numpy(tr.labels).long()
-        x_te, y_te = torch.from_numpy(te.data), torch.from_numpy(te.labels).long()
         info = DatasetInfo(name, DIGITS, 3, 32, 32, mean, std, augment="crop")
     elif name in ("cifar10", "cifar100"):
-        x_tr, y_tr = _images(tr.data), torch.tensor(tr.targets)
-        x_te, y_te = _images(te.data), torch.tensor(te.targets)
-        info = DatasetInfo(name, tuple(tr.classes), 3, 32, 32, mean, std, augment="crop_flip")
+        info = DatasetInfo(name, classes, 3, 32, 32, mean, std, augment="crop_flip")
     else:
-        x_tr, y_tr = tr.data.unsqueeze(1), tr.targets.long()
-        x_te, y_te = te.data.unsqueeze(1), te.targets.long()
-        classes = DIGITS if name == "mnist" else FASHION
-        info = DatasetInfo(name, classes, 1, 28, 28, mean, std)
-    return info, Split(x_tr, y_tr), Split(x_te, y_te)
+        info = DatasetInfo(name, DIGITS if name == "mnist" else FASHION, 1, 28, 28, mean, std)
+    return info, train, test
+
+
+def torchvision_split(name: str, root: Path, split: str, *, download: bool = False) -> tuple[Split, tuple[str, ...]]:
+    """(uint8 [N, C, H, W] images and int64 labels, torchvision's class names) of the ``split`` ("train" or "test")
+    of one of ``TORCHVISION``; downloaded into ``root`` if missing and ``download``, else DatasetUnavailable."""
+    ds = _torchvision_set(name, root, split, download)
+    if name == "svhn":
+        return Split(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()), ()
+    x = _images(ds.data) if name in ("cifar10", "cifar100") else ds.data.unsqueeze(1)
+    return Split(x, torch.as_tensor(ds.targets).long()), tuple(ds.classes)
+
+
+def _torchvision_set(name: str, root: Path, split: str, download: bool):
+    import torchvision.datasets as tvd
+
+    def ctor(dl: bool):
+        if name == "svhn":
+            return tvd.SVHN(root / "svhn", split=split, download=dl)
+        kind = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+        return kind[name](root, train=split == "train", download=dl)
+
+    try:
+        return ctor(False)
+    except RuntimeError:
+        if not download:
+            raise _unavailable(name, root, "downloading is switched off") from None
+    try:
+        return ctor(True)
+    except Exception as e:  # URLError, socket errors, HTTP errors, checksum failures
+        raise _unavailable(name, root, f"the download failed ({type(e).__name__}: {e})") from None
 
 
 def _unavailable(name: str, root: Path, why: str) -> DatasetUnavailable:
@@ -227,8 +232,10 @@ CIFAR10_ZIP = "cifar10-jpg.zip"
 
 
 def cifar10_files(root: Path) -> Path | None:
-    """Where CIFAR-10 as image files (``train/<class>/*``, ``test/<class>/*``) sits under root: root itself,
-    root/cifar10, or the zip root/cifar10-jpg.zip; None when it is in none of them."""
+    """Where CIFAR-10 as image files (``train/<class>/*``, ``test/<class>/*``) sits under root: root, root/cifar10 or
+    the zip root/cifar10-jpg.zip; None when in none, or when torchvision's copy (root/cifar-10-batches-py) is there."""
+    if (root / "cifar-10-batches-py").is_dir():
+        return None
     for cand in (root, root / "cifar10", root / CIFAR10_ZIP):
         if cand.exists() and imagefiles.has_split(cand, "train") and imagefiles.has_split(cand, "test"):
             return cand
@@ -321,6 +328,13 @@ def _moons(seed: int, n_train: int = 1000, n_test: int = 500) -> tuple[DatasetIn
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     info = DatasetInfo("moons", ("upper", "lower"), 2, 1, 1, (0.5, 0.5), (0.3, 0.3))
     return info, Split(xt[:n_train], yt[:n_train]), Split(xt[n_train:], yt[n_train:])
+
+
+def shown_name(name: str) -> str:
+    """A ``--dataset`` name as a model file shows it: ``imagefolder:PATH`` as ``imagefolder:FOLDER``. PATH is
+    the training machine's, which ``GET /models`` would tell every client."""
+    kind, _, path = name.partition(":")
+    return f"{kind}:{Path(os.path.abspath(path)).name}" if kind == "imagefolder" and path else name
 
 
 def _imagefolder(path: Path, size: int = 32) -> tuple[DatasetInfo, Split, Split]:

@@ -85,7 +85,12 @@ def _pick_device(name: str, local_rank: int) -> torch.device:
 
 class Step(nn.Module):
     """One optimiser step's forward pass: update ``i`` of the method on the bare model. Under DDP this
-    module is what gets wrapped, so a method never sees the wrapper, only the model it trains."""
+    module is what gets wrapped, so a method never sees the wrapper, only the model it trains.
+
+    DDP is told to find unused parameters when a method takes more than one update per batch: one update
+    trains the whole model, while several may each train a part only (MCD's step B leaves the extractor without
+    a gradient). The rule reads the method's declared updates, not the first step's gradients, so every rank
+    decides the same before any step, and a one-update method keeps DDP's cheaper default."""
 
     def __init__(self, model: nn.Module, method: methods.Method):
         super().__init__()
@@ -123,8 +128,9 @@ def train(cfg: TrainConfig) -> Path:
     history = resume.get("history", []) if resume else []  # per epoch: validation accuracy, minutes so far
     forward = Step(model, method)
     if procs.ddp:
+        # several updates per batch may each train a part only (see Step); DDP must then look for unused params
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
-                                                      else None, find_unused_parameters=method.find_unused_parameters)
+                                                      else None, find_unused_parameters=len(method.updates) > 1)
     log = EpochLog(cfg, procs, total_steps) if procs.master else None
     if log:
         log.start(method.label, splits, resume, ckpt_path, precision.name)

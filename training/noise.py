@@ -1,11 +1,12 @@
 """The noise CEDA and ACET train on: uniform noise and pixel-permuted images, mostly low-pass filtered.
 
-The default noise batch is half U[0,1] noise, half training images with their pixels permuted (a
-pixel's channels move together, so colour statistics survive while the object does not). Three in four
-images are blurred with a Gaussian of sigma ~ U[1, 2.5]: the blur gives the noise the low-frequency
-structure of natural images, which makes it a harder, more useful negative. The rest stay sharp, so
-raw high-frequency noise is trained on too (a CIFAR-10 network fine-tuned on blurred noise alone
-accepted every U[0,1] image). Every image is rescaled to span [0, 1].
+The default noise batch is half ``blurred-uniform`` (U[0,1] noise), half ``blurred-permuted`` (training
+images with their pixels permuted: a pixel's channels move together, so colour statistics survive while the
+object does not). Three in four images are blurred with a Gaussian of sigma ~ U[1, 2.5]: the blur gives
+the noise the low-frequency structure of natural images, which makes it a harder, more useful negative. The
+rest stay sharp, so raw high-frequency noise is trained on too (a CIFAR-10 network fine-tuned on blurred noise alone
+accepted every U[0,1] image). Every image is rescaled to span [0, 1]. (The OOD sets ``uniform`` and
+``permuted`` of ``training.evaluation.ood_sets`` are the raw, unblurred kinds: other images.)
 
 ``strokes`` (opt-in, per model) draws random pen strokes on black: a negative for a data set whose
 images are filled shapes (clothing), standing in for line drawings and handwriting. It would be
@@ -31,8 +32,11 @@ from torch.nn import functional as F
 from . import procedural
 from .outliers import OutlierImages
 
-FAMILIES = ("uniform", "permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled", "blended")
-DEFAULT_FAMILIES = ("uniform", "permuted")
+FAMILIES = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled",
+            "blended")
+DEFAULT_FAMILIES = ("blurred-uniform", "blurred-permuted")
+# The blurred families' first names, which the OOD sets of raw noise share: specs stored before the rename hold them.
+FORMER_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
 SHARP_SHARE = 0.25  # of uniform / permuted images left unblurred
 
 
@@ -87,8 +91,8 @@ def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator |
 
 
 def check_families(names) -> tuple[str, ...]:
-    """``names`` as a tuple, or ValueError when it is empty or names an unknown family."""
-    names = tuple(names)
+    """``names`` as a tuple (former names replaced), or ValueError when it is empty or names an unknown family."""
+    names = tuple(FORMER_NAMES.get(n, n) for n in names)
     if not names or set(names) - set(FAMILIES):
         raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(names) or 'none'}")
     return names
@@ -118,19 +122,19 @@ def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None 
     return torch.cat(parts)
 
 
-CLASSIC = ("uniform", "permuted", "strokes")
+CLASSIC = ("blurred-uniform", "blurred-permuted", "strokes")
 
 
 def _draw(family: str, k: int, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     shape, device = tuple(images.shape[1:]), images.device
-    if family == "uniform":
+    if family == "blurred-uniform":
         return blur_most(torch.rand(k, *shape, device=device, generator=generator), generator)
     if family == "strokes":
         return strokes(k, shape, device, generator)
     if family in ("fractal", "dead-leaves", "spectral"):
         return getattr(procedural, family.replace("-", "_"))(k, shape, device, generator)
     pick = torch.randint(0, len(images), (k,), device=device, generator=generator)
-    if family == "permuted":
+    if family == "blurred-permuted":
         return blur_most(permute_pixels(images[pick], generator), generator)
     if family == "patch-shuffled":
         return shuffle_patches(images[pick], generator)

@@ -18,17 +18,20 @@ def test_card_sets_that_draw_on_the_test_split_get_it(plain_ckpt):
 
 
 def test_a_spec_line_names_every_option_and_the_wrapped_method():
-    line = spec_line(spec("acet", base=spec("isomax+"), pgd_steps=0, noise=("uniform", "strokes")))
-    assert "pgd_steps=0" in line and "noise=uniform+strokes" in line
+    line = spec_line(spec("acet", base=spec("isomax+"), pgd_steps=0, noise=("blurred-uniform", "strokes")))
+    assert "pgd_steps=0" in line and "noise=blurred-uniform+strokes" in line
     assert line.index("base: name=isomax+") > line.index("noise=")
 
 
 def test_the_card_says_which_ood_rows_were_of_a_kind_seen_in_training():
     from training.bundled import seen_in_training
 
-    oe = spec("acet", pgd_steps=0, noise=("uniform", "permuted", "strokes", "fractal"), outliers="w.zip")
+    oe = spec("acet", pgd_steps=0, noise=("blurred-uniform", "blurred-permuted", "strokes", "fractal"),
+              outliers="w.zip")
     acet = {**oe, "pgd_steps": 5}
     assert seen_in_training("uniform", oe) == "yes" and seen_in_training("mnist", oe).startswith("imitated")
+    assert seen_in_training("permuted", {**oe, "noise": ["uniform", "strokes"]}) == "no"  # a spec with former names
+    assert seen_in_training("scaled-noise x1", {**oe, "noise": ["uniform", "strokes"]}) == "yes"
     assert seen_in_training("fashion-mnist", oe) == "no" and seen_in_training("textures", oe) == "no"
     assert seen_in_training("wallpapers (unseen packages)", oe).startswith("the kind, not these images")
     assert seen_in_training("adv-noise", oe).startswith("no") and seen_in_training("adv-noise", acet).startswith("yes")

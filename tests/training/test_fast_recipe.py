@@ -190,7 +190,8 @@ def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path)
 
 def test_flip_tta_in_the_graph_sees_an_image_and_its_mirror_alike_and_says_so(fastnet_ckpt, tmp_path):
     from modelfile import open_session, read_metadata
-    from training.export import export_checkpoint, run_scores
+    from training.evaluation.scorers import session_outputs
+    from training.export import export_checkpoint
 
     plain, tta = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
     export_checkpoint(fastnet_ckpt, plain)
@@ -200,11 +201,12 @@ def test_flip_tta_in_the_graph_sees_an_image_and_its_mirror_alike_and_says_so(fa
     model, _, _ = build_model(load_checkpoint(fastnet_ckpt))
     with torch.no_grad():
         logits = 0.5 * (model.eval()(images) + model(images.flip(3)))  # a linear head: the mean of the two logits
-    probs, scores = run_scores(open_session(tta), images)
-    mirrored, mirrored_scores = run_scores(open_session(tta), images.flip(3))
+    on_images, on_mirrored = (session_outputs(open_session(tta), x) for x in (images, images.flip(3)))
+    probs, scores = on_images.probabilities, on_images.ood_score
+    mirrored, mirrored_scores = on_mirrored.probabilities, on_mirrored.ood_score
     assert np.allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
     assert np.allclose(probs, mirrored, atol=1e-5) and np.allclose(scores, mirrored_scores, atol=1e-5)
-    unaugmented, _ = run_scores(open_session(plain), images)
+    unaugmented = session_outputs(open_session(plain), images).probabilities
     assert not np.allclose(unaugmented, mirrored, atol=1e-3)  # without TTA the mirror image is another input
 
 

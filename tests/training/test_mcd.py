@@ -26,7 +26,8 @@ from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 from training.evaluation import ood_metrics
 from training.methods import build, spec
-from training.methods.mcd import MCD, MCDConfig, TwoHeads, discrepancy_loss, entropy
+from training.methods.mcd import MCD, MCDConfig, TwoHeads, discrepancy_loss
+from training.methods.plain import entropy
 
 REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = REPO / "tests" / "data" / "mnist-t10k-heldout"

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 import runpy
+import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from servers import ServerThread, settings_for
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import cli, methods
@@ -39,8 +43,8 @@ def energy():
     del methods.REGISTRY[Energy.name]
 
 
-def test_a_method_defined_in_a_test_trains_through_the_cli_and_exports(energy, tmp_path):
-    onnx = tmp_path / "energy.onnx"
+def test_a_method_defined_in_a_test_trains_through_the_cli_exports_and_is_served(energy, tmp_path):
+    onnx = tmp_path / "models" / "energy.onnx"
     cli.main("energy-toy", ["--dataset", "mnist5k", "--model", "lenet", "--epochs", "1", "--max-steps", "30",
                             "--batch-size", "64", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run"),
                             "--export", str(onnx)])
@@ -56,10 +60,49 @@ def test_a_method_defined_in_a_test_trains_through_the_cli_and_exports(energy, t
     _, got, _ = open_session(onnx).run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
     assert np.abs(got - want.numpy()).max() <= 1e-4
     assert np.all(got < 0)  # -logsumexp of a trained model's logits: an energy, not 1 - max softmax
+    digit = sorted((REPO / "tests" / "data" / "mnist-t10k-heldout").glob("*.png"))[0]
+    with ServerThread(settings_for(onnx.parent, default_model="energy")) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        [listed] = client.get("/models").json()["models"]
+        [answer] = client.post("/predict", files={"file": (digit.name, digit.read_bytes(), "image/png")}
+                               ).json()["predictions"]
+    assert (listed["method"], listed["score"], listed["dataset"]) == ("energy-toy", Energy.score, "mnist5k")
+    x = np.asarray(Image.open(digit).convert("L"), np.float32)[None, None] / 255
+    assert answer["ood_score"] == pytest.approx(float(open_session(onnx).run(["ood_score"], {INPUT_NAME: x})[0][0]),
+                                                abs=1e-5)
+
+
+def test_a_method_without_a_cli_of_its_own_has_the_shared_flags_and_is_in_the_usage_line(energy, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_training_module(["energy-toy", "--help"])
+    assert e.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "the energy-toy method" in help_text and "--dataset" in help_text and "--export" in help_text
+    with pytest.raises(SystemExit) as e:
+        run_training_module(["--help"])
+    assert "energy-toy" in str(e.value.code) and "acet" in str(e.value.code)  # the usage line lists them all
+
+
+def run_training_module(argv: list[str]) -> None:
+    """``python -m training ARGV`` in this process, where the test's method is registered."""
+    saved = sys.argv
+    sys.argv = ["python -m training", *argv]
+    try:
+        runpy.run_module("training", run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def test_method_is_model_maths_and_its_command_line_is_declared_beside_it():
+    assert not [a for a in ("add_options", "spec_from_args", "runs", "variants", "description",
+                            "find_unused_parameters") if hasattr(methods.Method, a)]
+    shipped = {name for name, cls in methods.REGISTRY.items() if cls.__module__.startswith("training.methods")}
+    assert set(methods.CLIS) == shipped
+    assert all(methods.CLIS[name].__module__ == methods.REGISTRY[name].__module__ for name in shipped)
 
 
 def flags_to_spec(name: str, flags: list[str]) -> dict:
-    cls = methods.method_class(name)
+    cls = methods.cli_of(name)
     p = cli.parser("test")
     cls.add_options(p)
     return cls.spec_from_args(p.parse_args(flags))

@@ -10,7 +10,7 @@ import torch
 
 from training.methods import build, spec
 from training.methods.acet import add_noise_options
-from training.noise import SHARP_SHARE, noise_batch, strokes
+from training.noise import DEFAULT_FAMILIES, SHARP_SHARE, noise_batch, strokes
 
 
 def high_frequency(x: torch.Tensor) -> torch.Tensor:
@@ -37,36 +37,52 @@ def test_strokes_are_thin_white_lines_on_black():
 
 def test_families_split_the_batch_evenly():
     images = torch.full((8, 1, 28, 28), 0.5)
-    x = noise_batch(images, 9, torch.Generator().manual_seed(0), ("uniform", "permuted", "strokes"))
+    x = noise_batch(images, 9, torch.Generator().manual_seed(0), ("blurred-uniform", "blurred-permuted", "strokes"))
     dark = (x < 0.05).float().flatten(1).mean(1)
     assert (dark[6:] > 0.6).all()  # the last third: strokes on black
     with pytest.raises(ValueError, match="noise families"):
-        noise_batch(images, 4, None, ("uniform", "plaid"))
+        noise_batch(images, 4, None, ("blurred-uniform", "plaid"))
 
 
 def test_the_noise_flag_reaches_the_spec_and_refuses_unknown_families():
     p = argparse.ArgumentParser()
     add_noise_options(p)
-    args = p.parse_args(["--noise", "uniform,strokes", "--pgd-steps", "0"])
-    assert args.noise == ("uniform", "strokes")
+    args = p.parse_args(["--noise", "blurred-uniform,strokes", "--pgd-steps", "0"])
+    assert args.noise == ("blurred-uniform", "strokes")
     with pytest.raises(SystemExit):
         p.parse_args(["--noise", "plaid"])
 
 
 def test_a_checkpoint_keeps_the_noise_families(tmp_path):
-    method = build(spec("acet", pgd_steps=0, noise=("uniform", "strokes")))
+    method = build(spec("acet", pgd_steps=0, noise=("blurred-uniform", "strokes")))
     path = tmp_path / "spec.pt"
     torch.save({"method": method.spec()}, path)
     stored = torch.load(path, weights_only=True)["method"]  # how training.checkpoint reads it
-    assert build(stored).config.noise == ("uniform", "strokes")
-    assert build(json.loads(json.dumps(stored))).config.noise == ("uniform", "strokes")  # ONNX metadata: a list
+    assert build(stored).config.noise == ("blurred-uniform", "strokes")
+    assert build(json.loads(json.dumps(stored))).config.noise == ("blurred-uniform", "strokes")  # ONNX metadata: a list
     older = {k: v for k, v in spec("acet").items() if k != "noise"}  # written before the option existed
-    assert build(older).config.noise == ("uniform", "permuted")
+    assert build(older).config.noise == ("blurred-uniform", "blurred-permuted")
+
+
+def test_a_spec_stored_with_the_former_family_names_trains_the_same_noise():
+    """The blurred families were once ``uniform`` and ``permuted``, the names of the raw OOD sets: a checkpoint's
+    spec written then still builds, under the new names, and draws the very same images."""
+    former = {**spec("acet", pgd_steps=0), "noise": ["uniform", "permuted", "strokes"], "attacked": ["uniform"]}
+    method = build(former)
+    assert method.config.noise == ("blurred-uniform", "blurred-permuted", "strokes")
+    assert method.config.attacked == ("blurred-uniform",) and method.spec()["noise"][0] == "blurred-uniform"
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    draws = [noise_batch(images, 12, torch.Generator().manual_seed(0), families)
+             for families in (former["noise"], method.config.noise)]
+    assert torch.equal(*draws)
+    p = argparse.ArgumentParser()
+    add_noise_options(p)
+    assert p.parse_args(["--noise", "uniform,permuted"]).noise == DEFAULT_FAMILIES  # old commands still run
 
 
 def test_a_spec_with_an_unknown_family_is_refused():
     with pytest.raises(ValueError, match="noise families"):
-        build(spec("acet", noise=("uniform", "plaid")))
+        build(spec("acet", noise=("blurred-uniform", "plaid")))
 
 
 NEW_FAMILIES = ("fractal", "dead-leaves", "spectral", "patch-shuffled", "blended")

@@ -131,7 +131,7 @@ def test_outlier_crops_fill_their_share_of_the_noise_batch(outlier_folder):
 
     images = OutlierImages.read(outlier_folder)
     base = torch.zeros(4, 3, 32, 32)
-    x = noise_batch(base, 40, torch.Generator().manual_seed(0), ("uniform",), images, 0.25)
+    x = noise_batch(base, 40, torch.Generator().manual_seed(0), ("blurred-uniform",), images, 0.25)
     crops = images.crops(10, (3, 32, 32), torch.Generator().manual_seed(0))
     assert torch.equal(x[:10], crops)  # the first draws of the generator, unrescaled: real photos as they are
     assert np.isclose(x[10:].amin(dim=(1, 2, 3)).max().item(), 0.0)  # the rest: rescaled noise, as before
@@ -148,11 +148,12 @@ def test_acet_moves_only_the_attacked_families_and_keeps_outliers_as_drawn(outli
             moved.append((len(noise), list(families)))
             return super().attack(model, noise, families)
 
-    method = Recording(build(spec("acet", pgd_steps=2, noise=("uniform", "blended"), attacked=("uniform",),
-                                  outliers=str(outlier_folder), outlier_share=0.5)).config)
+    method = Recording(build(spec("acet", pgd_steps=2, noise=("blurred-uniform", "blended"),
+                                  attacked=("blurred-uniform",), outliers=str(outlier_folder),
+                                  outlier_share=0.5)).config)
     method.generator = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     noise = method.noise(model, torch.rand(8, 3, 32, 32), 40)
     # 20 outlier crops, the other 20 split over two families: the 10 uniform images alone go through PGD
-    assert noise.shape == (40, 3, 32, 32) and moved == [(10, ["uniform"])]
+    assert noise.shape == (40, 3, 32, 32) and moved == [(10, ["blurred-uniform"])]
     assert (noise[10:].std(dim=(1, 2, 3)) > 0).all() and noise.min() >= 0 and noise.max() <= 1

@@ -9,9 +9,9 @@ Names:
   mnist, fashion-mnist, cifar10, cifar100, svhn  the data set's test split (under --data-root)
   imagefolder:PATH                                images under PATH/test (or PATH) — a folder or a .zip
   NAME-gray                                       any of the above converted to gray (e.g. cifar10-gray)
-  uniform                                         U[0, 1] pixels
-  permuted                                        in-distribution test images, pixels shuffled
-  noise                                           CEDA/ACET's training noise (uniform + permuted, blurred)
+  uniform                                         U[0, 1] pixels (raw: not training.noise's blurred-uniform)
+  permuted                                        in-distribution test images, pixels shuffled (raw, likewise)
+  noise                                           CEDA/ACET's training noise (blurred-uniform + blurred-permuted)
   scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
   photos                                          square crops of scikit-image's bundled photos (offline)
   textures                                        small square crops of scikit-image's bundled texture photos
@@ -39,7 +39,6 @@ from .. import imagefiles
 from ..noise import noise_batch, permute_pixels
 from ..outliers import OutlierImages
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 NOISE_SETS = ("uniform", "permuted", "noise")
 ADVERSARIAL_SETS = ("adv-noise", "adv-samples")
 SCALED = "scaled-noise"
@@ -71,7 +70,7 @@ def set_seed(name: str, seed: int) -> int:
 
 def is_dataset(name: str) -> bool:
     base = name.removesuffix("-gray")
-    return base in DATASETS or base.startswith("imagefolder:")
+    return base in datasets.TORCHVISION or base.startswith("imagefolder:")
 
 
 OUTLIERS = "outliers:"
@@ -116,34 +115,14 @@ def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: 
         x, y = datasets.mnist_t10k(root)
         idx = imagefiles.subsample(len(y), n, seed)
         return torch.from_numpy(x[idx].copy()).unsqueeze(1), torch.from_numpy(y[idx].copy())
-    if name == "cifar10" and not (root / "cifar-10-batches-py").is_dir() and (files := datasets.cifar10_files(root)):
+    if name == "cifar10" and (files := datasets.cifar10_files(root)):
         return _image_files(files, n, seed)
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)} or imagefolder:PATH")
-    x, y = _torchvision_test(name, root)
-    idx = torch.from_numpy(imagefiles.subsample(len(y), n, seed))
-    return x[idx], y[idx]
-
-
-def _torchvision_test(name: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    import torchvision.datasets as tvd
-
-    try:
-        if name == "fashion-mnist":
-            ds = tvd.FashionMNIST(root, train=False, download=False)
-            return ds.data.unsqueeze(1), ds.targets.long()
-        if name == "svhn":
-            ds = tvd.SVHN(root / "svhn", split="test", download=False)
-            return torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long()
-        ds = (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(root, train=False, download=False)
-        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
-    except RuntimeError:
-        extra = (f" (or CIFAR-10 as image files: {root}/test/<class>/*.jpg, or the zip {root / datasets.CIFAR10_ZIP})"
-                 if name == "cifar10" else "")
-        raise datasets.DatasetUnavailable(
-            f"OOD set '{name}': its test split is not under {root.resolve()}{extra}; evaluation never downloads. "
-            f"Pass --data-root to the folder that holds it."
-        ) from None
+    if name not in datasets.TORCHVISION:
+        raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(datasets.TORCHVISION)} or "
+                         "imagefolder:PATH")
+    test, _ = datasets.torchvision_split(name, root, "test")  # never downloading: evaluation reads what is there
+    idx = torch.from_numpy(imagefiles.subsample(len(test), n, seed))
+    return test.x[idx], test.y[idx]
 
 
 def _image_files(path: Path, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,12 +110,18 @@ class OnnxModel:
         return self.meta.method
 
     def outputs(self, images: torch.Tensor, batch_size: int, desc: str, progress: bool) -> Outputs:
-        parts = []
-        for s in batches(len(images), batch_size, desc, progress):
-            x = datasets.as_float(images[s]).numpy()
-            p, score, logits = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-            parts.append((p, score, logits))
-        return Outputs.concat(parts)
+        return session_outputs(self.session, images, batch_size, desc, progress)
+
+
+def session_outputs(session, images: torch.Tensor, batch_size: int = 512, desc: str = "", progress: bool = False
+                    ) -> Outputs:
+    """uint8 or float images through an onnxruntime session of a model file, in batches: what the service computes.
+    (The exporter runs the file before it has metadata, so this takes a session, not an ``OnnxModel``.)"""
+    parts = []
+    for s in batches(len(images), batch_size, desc, progress):
+        x = datasets.as_float(images[s]).numpy()
+        parts.append(tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
+    return Outputs.concat(parts)
 
 
 @dataclass

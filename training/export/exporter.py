@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import sys
 import time
@@ -41,6 +42,7 @@ from modelfile import (
 from .. import checkpoint
 from .. import data as datasets
 from ..evaluation import ood_metrics, ood_sets, score_choice
+from ..evaluation.scorers import session_outputs
 from . import domain_guard
 from .quantize import PRECISIONS, quantize_export
 
@@ -124,17 +126,6 @@ def store_weights_fp16(path: Path, min_elements: int = 1024) -> None:
     onnx.save(proto, str(path))
 
 
-def run_scores(sess, images: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, ood_score) of uint8/float images through an onnxruntime session."""
-    probs, scores = [], []
-    for i in range(0, len(images), batch_size):
-        x = datasets.as_float(images[i : i + batch_size]).numpy()
-        p, s, _ = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        probs.append(p)
-        scores.append(s)
-    return np.concatenate(probs), np.concatenate(scores)
-
-
 def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, n: int = 1000
                    ) -> dict[str, torch.Tensor]:
     """OOD sets that need no download (``training.evaluation.ood_sets``): uniform noise and pixel-permuted test
@@ -177,19 +168,19 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
         store_weights_fp16(out)
     sess = open_session(out)
 
-    _, val_scores = run_scores(sess, splits.val.x)
-    calibration = Calibration.from_scores(val_scores, tpr)
+    calibration = Calibration.from_scores(session_outputs(sess, splits.val.x).ood_score, tpr)
     shape = ood_sets.InputShape(info.channels, info.height, info.width)
     evaluation = evaluate_on_test(sess, splits.test, calibration,
                                   {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})})
+    dataset = datasets.shown_name(info.name)  # the checkpoint's info names the data set by its path
     meta = ModelMetadata(
         name=name or out.stem, version=version, method=method.label, score=method.score,
         classes=list(info.classes),
         input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
                         resize=resize),
-        dataset=info.name, calibration=calibration,
+        dataset=dataset, calibration=calibration,
         architecture=ckpt["config"]["model"] + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
-        evaluation=evaluation.model_copy(update={"test_split": f"{info.name} test ({len(splits.test)} images)",
+        evaluation=evaluation.model_copy(update={"test_split": f"{dataset} test ({len(splits.test)} images)",
                                                  "score_choice": choice}),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), **quantized,
     )
@@ -201,10 +192,12 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
     """Accuracy, the share of the test split rejected at the stored threshold, whether its conformal p-values are
     uniform, and per OOD set the AUROC, FPR at the test split's 95 % TPR, mean max confidence and the share the
     stored threshold accepts."""
-    test_probs, test_scores = run_scores(sess, test.x)
+    on_test = session_outputs(sess, test.x)
+    test_probs, test_scores = on_test.probabilities, on_test.ood_score
     results = {}
     for set_name, images in ood.items():
-        ood_probs, ood_scores = run_scores(sess, images)
+        on_ood = session_outputs(sess, images)
+        ood_probs, ood_scores = on_ood.probabilities, on_ood.ood_score
         results[set_name] = OODResult(
             auroc=ood_metrics.auroc(-test_scores, -ood_scores),
             fpr_at_95_tpr=ood_metrics.fpr_at_tpr(-test_scores, -ood_scores, 0.95),
@@ -250,22 +243,23 @@ def check(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    d = {k: v.default for k, v in inspect.signature(export_checkpoint).parameters.items()}  # the one set of defaults
     p = argparse.ArgumentParser(description="Export a training checkpoint to a self-describing ONNX model file.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="training checkpoint (RUN/last.pt)")
     p.add_argument("--out", type=Path, help="output .onnx path")
-    p.add_argument("--name", default=None, help="model name (default: the output file's stem)")
-    p.add_argument("--version", default="1", help="model version string")
-    p.add_argument("--tpr", type=float, default=0.95, help="in-distribution TPR the reject threshold keeps")
-    p.add_argument("--resize", default="stretch", choices=("stretch", "letterbox", "center_crop"),
+    p.add_argument("--name", default=d["name"], help="model name (default: the output file's stem)")
+    p.add_argument("--version", default=d["version"], help="model version string")
+    p.add_argument("--tpr", type=float, default=d["tpr"], help="in-distribution TPR the reject threshold keeps")
+    p.add_argument("--resize", default=d["resize"], choices=("stretch", "letterbox", "center_crop"),
                    help="how the service brings other image sizes to the model's input size")
-    p.add_argument("--fp16-weights", action="store_true",
+    p.add_argument("--fp16-weights", action="store_true", default=d["fp16_weights"],
                    help="store weights as float16 (half the file; arithmetic stays float32)")
-    p.add_argument("--data-root", default=None, help="override the checkpoint's data root (for calibration)")
-    p.add_argument("--score", default=None,
+    p.add_argument("--data-root", default=d["data_root"], help="override the checkpoint's data root (for calibration)")
+    p.add_argument("--score", default=d["score"],
                    help="the OOD score to export, for a method with several (IsoMax+: min-distance, entropy, "
                         "projection); 'auto': the best on validation data vs training noise (default: the run's)")
-    p.add_argument("--tta", default="none", choices=tuple(TTA),
+    p.add_argument("--tta", default=d["tta"], choices=tuple(TTA),
                    help="test-time augmentation inside the graph: flip averages each image's features with its "
                         "mirror image's (twice the network's cost per image, in serving too)")
     p.add_argument("--quantize", default="fp32", choices=PRECISIONS, metavar="{int8}",

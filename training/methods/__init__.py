@@ -9,9 +9,22 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .api import REGISTRY, Method, benchmark_variants, build, method_class, register, spec
+from .api import (
+    CLIS,
+    REGISTRY,
+    Cli,
+    Method,
+    benchmark_variants,
+    build,
+    cli_of,
+    method_class,
+    register,
+    register_cli,
+    spec,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REGISTRY", "Method", "benchmark_variants", "build", "method_class", "register", "spec"]
+__all__ = ["CLIS", "REGISTRY", "Cli", "Method", "benchmark_variants", "build", "cli_of", "method_class", "register",
+           "register_cli", "spec"]

@@ -1,9 +1,13 @@
 """What a training method is, declared once: the loop, the exporter, evaluation and the CLI use nothing else.
 
 A method (pytorch-ood's detector shape: one small class, higher score = more OOD) is one module in this
-package holding a config dataclass and a ``Method`` subclass decorated with ``@register``. Its
-*spec*, ``{"name": NAME, **asdict(config)}``, is plain data: the run's config and checkpoint store it,
-``build(spec)`` rebuilds the method from it. Adding a method is adding one module (and its test).
+package holding a config dataclass and a ``Method`` subclass decorated with ``@register``: the model maths
+(head, loss, updates, exported outputs). Its *spec*, ``{"name": NAME, **asdict(config)}``, is plain data: the
+run's config and checkpoint store it, ``build(spec)`` rebuilds the method from it.
+
+How the command line trains it (flags, the spec they make, the runs of the loop, the benchmark's variants) is
+its ``Cli`` companion, declared beside it in the same module and decorated with ``@register_cli``; a method
+without one trains with the shared flags alone. Adding a method is adding one module (and its test).
 """
 
 from __future__ import annotations
@@ -36,10 +40,6 @@ class Method(ABC):
     # the scores the exporter may choose between (``training.export --score NAME``); () = ``score`` only
     score_options: ClassVar[tuple[str, ...]] = ()
     labels: ClassVar[tuple[str, ...]] = ()  # every ``label`` it can write (docs/model-format.md lists them)
-    # (column label, extra CLI flags) pairs: what the benchmark trains with this method's CLI (None: one
-    # run, labelled with the method's name; (): none, e.g. plain, which ``training.acet --at-frac 0`` trains)
-    variants: ClassVar[tuple[tuple[str, tuple[str, ...]], ...] | None] = None
-    description: ClassVar[str] = ""  # one line for ``--help``
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
@@ -71,11 +71,6 @@ class Method(ABC):
         """The optimiser steps each batch takes, in order (MCD's fine-tuning: two)."""
         return (self.loss,)
 
-    @property
-    def find_unused_parameters(self) -> bool:
-        """True when an update leaves some parameters without a gradient (DDP must be told)."""
-        return False
-
     @abstractmethod
     def outputs(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(probabilities, ood_score, logits): what the exported graph returns."""
@@ -88,6 +83,17 @@ class Method(ABC):
 
     def spec(self) -> dict:
         return {"name": self.name, **asdict(self.config)}
+
+
+
+class Cli:
+    """How ``python -m training NAME`` trains the method ``name``; subclassed beside the method it serves."""
+
+    name: ClassVar[str]  # the registered method this command line trains
+    description: ClassVar[str] = ""  # one line for ``--help``
+    # (column label, extra CLI flags) pairs: what the benchmark trains with this method's CLI (None: one
+    # run, labelled with the method's name; (): none, e.g. plain, which ``training.acet --at-frac 0`` trains)
+    variants: ClassVar[tuple[tuple[str, tuple[str, ...]], ...] | None] = None
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:
@@ -110,16 +116,38 @@ REGISTRY: dict[str, type[Method]] = {}
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make the method known by its ``name`` to the CLI, checkpoints and the benchmark."""
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"two methods named {cls.name!r}: {REGISTRY[cls.name].__module__} and {cls.__module__}")
-    REGISTRY[cls.name] = cls
+    return _enter(REGISTRY, cls, "methods named")
+
+
+CLIS: dict[str, type[Cli]] = {}
+
+
+def register_cli(cls: type[Cli]) -> type[Cli]:
+    """Class decorator: the command line of the method ``cls.name`` (declared in that method's module)."""
+    return _enter(CLIS, cls, "command lines for")
+
+
+def _enter(registry: dict, cls: type, what: str) -> type:
+    """Key ``cls`` by its ``name``; a second class under a taken name would silently replace the first."""
+    if cls.name in registry and registry[cls.name] is not cls:
+        raise ValueError(f"two {what} {cls.name!r}: {registry[cls.name].__module__} and {cls.__module__}")
+    registry[cls.name] = cls
     return cls
+
+
+def cli_of(name: str) -> type[Cli]:
+    """The command line of a registered method: its own ``Cli``, or the shared flags alone."""
+    method_class(name)  # an unknown name fails here, naming the registered ones
+    return CLIS.get(name) or type(f"Cli[{name}]", (Cli,), {"name": name})
 
 
 def benchmark_variants() -> list[tuple[str, str, tuple[str, ...]]]:
     """(column label, method name, extra CLI flags) of every registered method's variants."""
-    return [(label, name, flags) for name, cls in REGISTRY.items()
-            for label, flags in (cls.variants if cls.variants is not None else ((name, ()),))]
+    rows = []
+    for name in REGISTRY:
+        variants = cli_of(name).variants
+        rows += [(label, name, flags) for label, flags in (variants if variants is not None else ((name, ()),))]
+    return rows
 
 
 def method_class(name: str) -> type[Method]:

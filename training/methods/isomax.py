@@ -37,8 +37,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import acet
-from .api import register, spec
-from .plain import Plain
+from .api import Cli, register, register_cli, spec
+from .plain import Plain, entropy
 
 SCORES = {
     "min-distance": "minimum scaled distance to a class prototype (of the normalised features)",
@@ -66,11 +66,6 @@ class IsoMaxPlusHead(nn.Module):
         return -self.distance_scale.abs() * self.distances(features)
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    log_p = torch.log_softmax(logits.float(), 1)
-    return -(log_p.exp() * log_p).sum(1)
-
-
 @dataclass
 class IsoMaxConfig:
     entropic_scale: float = 10.0
@@ -83,8 +78,6 @@ class IsoMaxPlus(Plain):
     Config = IsoMaxConfig
     score_options = tuple(SCORES)
     labels = ("isomax+",)
-    variants = (("IsoMax+", ("--score", "auto")), ("IsoMax+ACET", ("--acet", "--score", "auto")))
-    description = "Train a classifier with the IsoMax+ loss (optionally plus ACET noise training)."
 
     def __init__(self, config: IsoMaxConfig | None = None):
         super().__init__(config)
@@ -118,6 +111,13 @@ class IsoMaxPlus(Plain):
         if self.config.score == "projection":
             return -(features.float() @ head.unit_prototypes().t()).max(1).values
         return -distance_logits.float().max(1).values
+
+
+@register_cli
+class IsoMaxPlusCli(Cli):
+    name = "isomax+"
+    description = "Train a classifier with the IsoMax+ loss (optionally plus ACET noise training)."
+    variants = (("IsoMax+", ("--score", "auto")), ("IsoMax+ACET", ("--acet", "--score", "auto")))
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """MCD, Maximum Classifier Discrepancy (Yu & Aizawa, ICCV 2019): two heads that agree on the data, not off it.
 
 One feature extractor E and two linear classifier heads F1, F2. Training has two phases, each a run
-of the shared loop (``python -m training.mcd`` runs both, see ``MCD.runs``):
+of the shared loop (``python -m training.mcd`` runs both, see ``MCDCli.runs``):
 
 - ``pretrain``: cross-entropy on both heads, labelled in-distribution data, everything trained.
 - ``finetune``: two optimiser steps per mini-batch (the loop runs ``updates`` in order):
@@ -42,8 +42,8 @@ from torch.nn import functional as F
 from .. import data as datasets
 from ..config import TrainConfig
 from ..noise import noise_batch
-from .api import LossAndStats, register, spec
-from .plain import Plain
+from .api import Cli, LossAndStats, register, register_cli, spec
+from .plain import Plain, entropy
 
 
 class TwoHeads(nn.Module):
@@ -63,12 +63,6 @@ class TwoHeads(nn.Module):
             return self.f1(features)
         frozen = features.detach()
         return torch.stack([self.f1(frozen if detach[0] else features), self.f2(frozen if detach[1] else features)])
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each row's softmax, over the classes: [N, K] -> [N]."""
-    log_p = torch.log_softmax(logits.float(), 1)
-    return -(log_p.exp() * log_p).sum(1)
 
 
 def discrepancy_loss(logits1: torch.Tensor, logits2: torch.Tensor, margin: float) -> torch.Tensor:
@@ -100,8 +94,6 @@ class MCD(Plain):
     Config = MCDConfig
     score = "L1 distance between the two heads' softmax outputs"
     labels = ("mcd",)
-    variants = (("MCD", ()),)
-    description = "Train a two-head classifier with MCD (Maximum Classifier Discrepancy, Yu & Aizawa 2019)."
 
     def __init__(self, config: MCDConfig | None = None):
         super().__init__(config)
@@ -117,11 +109,6 @@ class MCD(Plain):
     @property
     def updates(self):
         return (self.loss,) if self.config.phase == "pretrain" else (self.step_a, self.step_b)
-
-    @property
-    def find_unused_parameters(self) -> bool:
-        """Step B gives the extractor no gradient; DDP must be told (it then leaves those grads None)."""
-        return self.config.phase == "finetune"
 
     def _both_ce(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ls = self.label_smoothing
@@ -188,7 +175,14 @@ class MCD(Plain):
         p1, p2 = torch.softmax(logits1.float(), 1), torch.softmax(logits2.float(), 1)
         return p1, (p1 - p2).abs().sum(1), logits1
 
-    # -- the CLI: two runs of the shared loop --
+
+@register_cli
+class MCDCli(Cli):
+    """Two runs of the shared loop: pre-training, then fine-tuning."""
+
+    name = "mcd"
+    description = "Train a two-head classifier with MCD (Maximum Classifier Discrepancy, Yu & Aizawa 2019)."
+    variants = (("MCD", ()),)
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:

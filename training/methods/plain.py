@@ -10,7 +10,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .api import LossAndStats, Method, register
+from .api import Cli, LossAndStats, Method, register, register_cli
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row's softmax, over the classes: [N, K] -> [N] (IsoMax+'s score, MCD's discrepancy)."""
+    log_p = torch.log_softmax(logits.float(), 1)
+    return -(log_p.exp() * log_p).sum(1)
 
 
 @register
@@ -18,8 +24,6 @@ class Plain(Method):
     name = "plain"
     score = "1 - max softmax probability"
     labels = ("plain",)
-    variants = ()  # trained as ``training.acet --at-frac 0`` (the ACET variant "plain")
-    description = "Train a classifier with plain cross-entropy."
 
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         return nn.Linear(in_features, num_classes)
@@ -43,3 +47,10 @@ class Plain(Method):
         logits = model(x)
         p = self.probabilities(logits)
         return p, self.ood_score(logits, p), logits
+
+
+@register_cli
+class PlainCli(Cli):
+    name = "plain"
+    description = "Train a classifier with plain cross-entropy."
+    variants = ()  # trained as ``training.acet --at-frac 0`` (the ACET variant "plain")
