@@ -20,8 +20,9 @@ from servers import REPO, ServerThread, settings_for
 from modelfile import Calibration, open_session, read_metadata
 from training import checkpoint, methods, models
 from training import data as datasets
+from training.evaluation.scorers import session_outputs
 from training.export import export_checkpoint
-from training.export.exporter import run_scores, to_onnx
+from training.export.exporter import to_onnx
 from training.export.quantize import float_nodes, to_int8
 
 HELD_OUT_DIGITS = sorted((REPO / "tests" / "data" / "mnist-t10k-heldout").glob("*.png"))
@@ -49,9 +50,9 @@ def test_the_int8_file_says_what_it_is_and_was_calibrated_on_itself(files, split
     sess = open_session(files["int8"])
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(files["int8"])).graph.node}
     # the stored threshold and p-value table are the int8 graph's own validation scores, not the float graph's
-    _, val_scores = run_scores(sess, splits.val.x)
+    val_scores = session_outputs(sess, splits.val.x).ood_score
     assert int8.calibration == Calibration.from_scores(val_scores, 0.95)
-    _, test_scores = run_scores(sess, splits.test.x)
+    test_scores = session_outputs(sess, splits.test.x).ood_score
     assert int8.evaluation.id_reject_rate == pytest.approx(int8.calibration.rejected_share(test_scores), abs=1e-12)
 
 
