@@ -18,6 +18,8 @@ moves the scores, so a threshold set on the float graph would not keep its promi
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,15 +95,29 @@ def to_int8(path: Path, images: np.ndarray) -> list[str]:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
         keep_float = float_nodes(onnx.load(str(prepared)).graph)
-        quantize_static(
+        with _quiet_root_logger():
+            quantize_static(
             str(prepared), str(path), _Batches(images.astype(np.float32)), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=keep_float, calibrate_method=CalibrationMethod.MinMax,
-            # MinMax keeps only each batch's per-tensor minimum and maximum, so all batches fit in memory.
-            # (CalibMaxIntermediateOutputs, meant to bound that memory, drops batches in onnxruntime 1.32.)
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_float, calibrate_method=CalibrationMethod.MinMax,
+                # MinMax keeps only each batch's per-tensor minimum and maximum, so all batches fit in memory.
+                # (CalibMaxIntermediateOutputs, meant to bound that memory, drops batches in onnxruntime 1.32.)
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
     return keep_float
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger for every 1-D weight it does not quantize per channel
+    (normalisation weights not folded into a convolution): expected here, and noise in an export's output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize_export(precision: str, path: Path, train_images: torch.Tensor, seed: int, source: Path) -> dict:
