@@ -8,7 +8,7 @@ For each bundled ``models/NAME.onnx`` with an ``NAME-int8.onnx`` beside it (``ma
   model per core), us per image at batch 1, 8 and 32, fp32 and int8 alternately, ``--rounds`` times each, median;
 - quality: what each file's card measured on its own graph at its own stored threshold (the exporter evaluates
   the file it wrote, so the int8 rows are the int8 graph's): test error, ID reject rate, AUROC and accepted share
-  per OOD set, with the issue's tolerances;
+  per OOD set, with the targets' tolerances (TARGETS);
 - recalibration: ``--shift-images`` CIFAR-10 test images (seeded) recompressed as JPEG quality 30 and, separately,
   blurred (Gaussian, radius 0.7), given to ``python -m modelfile recalibrate`` (the command's own seeded 30 %
   hold-out measures the old and the new threshold), for the photo model's files.

@@ -31,7 +31,7 @@ from .session import open_session, read_metadata
 HOLDOUT = 0.3  # share of the images held out to measure the new threshold
 # Both parts must expect at least this many rejections at the target rate: then the threshold lies below
 # that many calibration scores (not set by the one or two most extreme images), and the held-out rate has a
-# binomial standard error of at most a third of the target (1.5 points at 95 % TPR: the tolerance).
+# binomial standard error of at most a third of the target (1.5 points at 95 % TPR).
 MIN_EXPECTED_REJECTS = 10
 BATCH = 256
 _, SCORE, _ = OUTPUT_NAMES
