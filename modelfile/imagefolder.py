@@ -22,8 +22,9 @@ import numpy as np
 from . import pixels
 from .schema import InputSpec
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")  # the service's formats
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")  # pixels.FORMATS' file names
+
+
 class RefusedImages(ValueError):
     """The folder cannot calibrate this model; the message is one line naming the file or the folder."""
 
@@ -44,7 +45,7 @@ def read_images(files: list[Path], spec: InputSpec, folder: Path) -> np.ndarray:
     for i, path in enumerate(files):
         shown = path.relative_to(folder.parent)
         try:
-            with Image.open(path, formats=FORMATS) as im:
+            with Image.open(path, formats=pixels.FORMATS) as im:
                 kind = colour_kind(im)
                 if kind != spec.color_mode:
                     raise RefusedImages(f"{shown} is a {_KIND_WORDS[kind]} image ({im.mode}); the model takes "
@@ -77,15 +78,7 @@ def decode(im, spec: InputSpec) -> np.ndarray:
     if im.format == "JPEG":
         im.draft(None, (max(spec.width, spec.height),) * 2)
     im.load()
-    turn = pixels.orientation(im)
-    im = _reduce(im, spec, swapped=turn in pixels.SWAPS_SIDES)
-    if turn in pixels.ORIENTATION:
-        im = im.transpose(pixels.ORIENTATION[turn])
-    return pixels.to_array(pixels.resize(pixels.to_color_mode(im, spec.color_mode), spec), spec)
-
-
-
-
+    return pixels.to_array(pixels.to_input(im, spec, _reduce), spec)
 
 
 def _reduce(im, spec: InputSpec, swapped: bool):
@@ -98,6 +91,3 @@ def _reduce(im, spec: InputSpec, swapped: bool):
     if "transparency" in im.info and mode == im.mode:
         reduced.info["transparency"] = im.info["transparency"]
     return reduced
-
-
-

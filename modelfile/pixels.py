@@ -8,10 +8,16 @@ Imports Pillow: ``import modelfile`` does not import this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageCms
 
 from .schema import InputSpec
+
+# Formats a client may send. Pillow can open many more, some through external programs (EPS runs
+# Ghostscript); a classifier service has no reason to offer that attack surface.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
 # Transparent pixels are composited over white: the usual page background, and what a viewer shows.
 MATTE = (255, 255, 255, 255)
@@ -35,6 +41,17 @@ ORIENTATION = {
 SWAPS_SIDES = {5, 6, 7, 8}
 # Modes ``Image.reduce`` does not take (or would average wrongly), and the mode they are reduced in.
 _CONVERT_BEFORE_REDUCE = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+
+
+def to_input(im: Image.Image, spec: InputSpec, reduce: Callable[[Image.Image, InputSpec, bool], Image.Image]
+             ) -> Image.Image:
+    """A loaded image brought to ``spec``: upright (EXIF), reduced by ``reduce`` (whole factors from
+    ``reduction``, as the caller can afford them), in the model's colour mode, resized."""
+    turn = orientation(im)
+    im = reduce(im, spec, turn in SWAPS_SIDES)
+    if turn in ORIENTATION:
+        im = im.transpose(ORIENTATION[turn])
+    return resize(to_color_mode(im, spec.color_mode), spec)
 
 
 def orientation(im: Image.Image) -> int:

@@ -20,22 +20,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from modelfile import InputSpec
-from modelfile.pixels import (
-    ORIENTATION,
-    SWAPS_SIDES,
-    orientation,
-    reduce_mode,
-    reduction,
-    resize,
-    to_array,
-    to_color_mode,
-)
+from modelfile.pixels import FORMATS, reduce_mode, reduction, to_array, to_input
 from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
-
-# Formats a client may send. Pillow can open many more, some through external programs (EPS runs
-# Ghostscript); a classifier service has no reason to offer that attack surface.
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
 # Modes the decoder knows how to bring to L/RGB, and the bytes per pixel Pillow stores them in
 # (three-band images take four bytes a pixel in Pillow's memory).
@@ -144,11 +131,7 @@ def decode(opened: OpenedImage, spec: InputSpec, deadline: Deadline | None = Non
     try:
         # Only the first frame of an animation is read: that is what `load` decodes.
         im.load()
-        turn = orientation(im)
-        im = _reduce(im, spec, swapped=turn in SWAPS_SIDES)
-        if turn in ORIENTATION:
-            im = im.transpose(ORIENTATION[turn])
-        im = resize(to_color_mode(im, spec.color_mode), spec)
+        im = to_input(im, spec, _reduce)
     except (ImageError, DeadlineExceeded):
         raise
     except Exception as e:

@@ -368,12 +368,12 @@ def make(recipe: Recipe, data_root: str, out: Path, command: str, precisions: tu
     train_seconds = (sum(s for s in recorded if s is not None), recorded.count(None))
     shared = time.perf_counter() - t  # choosing and building the OOD sets, once for both files
     for precision in [p for p in precisions if p == "fp32" or recipe.int8]:
-        t = time.perf_counter() - shared
+        start = time.perf_counter()
         file_name = name if precision == "fp32" else f"{name}-int8"
         meta = export_checkpoint(chosen, out / f"{file_name}.onnx", name=file_name, fp16_weights=precision == "fp32",
                                  ood=extra, seed=0, score=recipe.score, resize=recipe.resize, tta=recipe.tta,
                                  precision=precision)
-        seconds = time.perf_counter() - t
+        seconds = shared + time.perf_counter() - start
         (out / f"{file_name}.md").write_text(card(recipe, file_name, stages[chosen]["config"], meta, seconds, command,
                                                   chosen_table, train_seconds))
         print(f"{file_name}: test accuracy {meta.evaluation.test_accuracy:.4f}; export and card {seconds / 60:.1f} "
