@@ -1,4 +1,4 @@
-"""Rewrite the ``oodserve`` entry of an ONNX file's ``metadata_props`` without the ``onnx`` package.
+"""The one writer of a model file's metadata: the ``oodserve`` entry of its ``metadata_props``, without ``onnx``.
 
 The serving environment has onnxruntime, which reads a file's metadata but cannot write a file, and no
 ``onnx``. Rather than add that package (and its compiled protobuf classes) to every serving install for one
@@ -11,14 +11,34 @@ graph and the weights of the new file are exactly the old file's.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
-METADATA_PROPS = 14  # ModelProto.metadata_props (onnx.proto)
+from .schema import METADATA_KEY, ModelMetadata
+
+DOC_STRING, METADATA_PROPS = 6, 14  # ModelProto.doc_string, .metadata_props (onnx.proto)
 _KEY, _VALUE = 1, 2  # StringStringEntryProto.key, .value
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 
 
 class NotProtobuf(ValueError):
     """The bytes are not a well-formed protobuf message (so not an ONNX file)."""
+
+
+def write_metadata(path: Path, meta: ModelMetadata) -> None:
+    """Store ``meta`` in the file at ``path`` (the exporter and recalibration both call this)."""
+    path.write_bytes(with_metadata(path.read_bytes(), meta))
+
+
+def with_metadata(model: bytes, meta: ModelMetadata) -> bytes:
+    """``model`` carrying ``meta``, and a one-line description that tools such as Netron show."""
+    described = _replace_field(model, DOC_STRING, f"oodserve model {meta.name} v{meta.version}: "
+                               f"{meta.method}, score = {meta.score}".encode())
+    return replace_entry(described, METADATA_KEY, meta.to_json())
+
+
+def _replace_field(model: bytes, number: int, payload: bytes) -> bytes:
+    kept = [model[start:end] for n, start, end, _ in _fields(model) if n != number]
+    return b"".join(kept) + _field(number, payload)
 
 
 def replace_entry(model: bytes, key: str, value: str) -> bytes:

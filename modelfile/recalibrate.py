@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .imagefolder import image_files, read_images
-from .propsfile import replace_entry
-from .schema import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, Calibration, ModelMetadata, Recalibration
+from .propsfile import with_metadata
+from .schema import Calibration, ModelMetadata, Recalibration
 from .session import open_session, read_metadata
+from .signature import INPUT_NAME, OOD_SCORE
 
 HOLDOUT = 0.3  # share of the images held out to measure the new threshold
 # Both parts must expect at least this many rejections at the target rate: then the threshold lies below
@@ -34,7 +35,6 @@ HOLDOUT = 0.3  # share of the images held out to measure the new threshold
 # binomial standard error of at most a third of the target (1.5 points at 95 % TPR).
 MIN_EXPECTED_REJECTS = 10
 BATCH = 256
-_, SCORE, _ = OUTPUT_NAMES
 
 
 class TooFewImages(ValueError):
@@ -91,7 +91,7 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
         result["accepted"] = None
     new = ModelMetadata.model_validate({**meta.model_dump(), "calibration": calibration.model_dump(),
                                         "evaluation": evaluation, "recalibration": record.model_dump()})
-    write_file(out, replace_entry(model.read_bytes(), METADATA_KEY, new.to_json()))
+    write_file(out, with_metadata(model.read_bytes(), new))
     return Recalibrated(new, meta.calibration)
 
 
@@ -99,8 +99,8 @@ def score_images(model: Path, files: list[Path], meta: ModelMetadata, folder: Pa
     """The file's ``ood_score`` of each image, decoded a batch at a time (a folder of large inputs need not fit
     in memory at once)."""
     sess = open_session(model)
-    return np.concatenate([sess.run([SCORE], {INPUT_NAME: read_images(files[i : i + BATCH], meta.input, folder)})[0]
-                           for i in range(0, len(files), BATCH)])
+    batches = (read_images(files[i : i + BATCH], meta.input, folder) for i in range(0, len(files), BATCH))
+    return np.concatenate([sess.run([OOD_SCORE.name], {INPUT_NAME: x})[0] for x in batches])
 
 
 def write_file(path: Path, data: bytes) -> None:

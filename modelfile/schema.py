@@ -1,11 +1,9 @@
 """The model file's metadata schema: the one contract between ``training/`` and ``service/``.
 
-An oodserve model is a single ONNX file. Its graph takes ``images`` (float32 ``[N, C, H, W]`` in
-[0, 1]) and returns ``probabilities`` ``[N, K]``, ``ood_score`` ``[N]`` (higher = more likely
-out-of-distribution) and ``logits`` ``[N, K]``. Everything the service needs to know beyond the
-graph lives in one JSON document under the ``oodserve`` key of the file's ``metadata_props``,
-validated by :class:`ModelMetadata`. The human-readable description is ``docs/model-format.md``;
-keep the two in step.
+An oodserve model is a single ONNX file. Its graph's input and outputs are ``modelfile.signature``'s;
+everything the service needs to know beyond the graph lives in one JSON document under the ``oodserve`` key
+of the file's ``metadata_props``, validated by :class:`ModelMetadata`. The human-readable description is
+``docs/model-format.md``; keep the two in step.
 
 This package has no torch and no onnxruntime dependency (``modelfile.session`` imports onnxruntime
 when it is called): the exporter imports it, the service imports it, and neither imports the other.
@@ -24,8 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "oodserve"
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("probabilities", "ood_score", "logits")
 CALIBRATION_QUANTILES = 1001  # the most in-distribution scores a file stores for its p-values
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -219,12 +215,3 @@ def metadata_from_props(props: dict[str, str]) -> ModelMetadata:
     except json.JSONDecodeError as e:
         raise InvalidModelFile(f"metadata field '{METADATA_KEY}' is not valid JSON: {e}") from None
     return ModelMetadata.from_json(raw)
-
-
-def check_graph_signature(input_names: list[str], output_names: list[str]) -> None:
-    """Refuse a graph whose inputs/outputs are not the contract's."""
-    if input_names != [INPUT_NAME]:
-        raise InvalidModelFile(f"graph inputs must be exactly ['{INPUT_NAME}'], found {input_names}")
-    missing = [n for n in OUTPUT_NAMES if n not in output_names]
-    if missing:
-        raise InvalidModelFile(f"graph outputs missing {missing}; found {output_names}")

@@ -8,19 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from modelfile import (
-    INPUT_NAME,
-    InvalidModelFile,
-    ModelMetadata,
-    check_graph_signature,
-    metadata_from_props,
-    open_session,
-)
+from modelfile import InvalidModelFile, ModelMetadata, metadata_from_props, open_session, signature
 
 log = logging.getLogger(__name__)
-
-# The outputs the service uses; `logits` is part of the contract but nothing here needs it.
-SERVED_OUTPUTS = ("probabilities", "ood_score")
 
 
 class ModelRuntime:
@@ -43,54 +33,35 @@ class ModelRuntime:
         return (spec.channels, spec.height, spec.width)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        probabilities, ood_score = self.session.run(list(SERVED_OUTPUTS), {INPUT_NAME: images})
-        return {"probabilities": probabilities, "ood_score": ood_score}
+        names = [t.name for t in signature.SERVED]
+        return dict(zip(names, self.session.run(names, {signature.INPUT_NAME: images}), strict=True))
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run the smallest and largest batch once: allocates arenas, and proves the batch dimension
         is really dynamic and the outputs have the shapes the metadata promises."""
-        k = len(self.metadata.classes)
         for n in sorted({1, max_batch_size}):
             try:
                 out = self.run(np.zeros((n, *self.input_shape), dtype=np.float32))
             except Exception as e:  # onnxruntime's own error types
                 raise InvalidModelFile(f"{self.path.name}: a batch of {n} images fails to run: {e}") from None
-            if out["probabilities"].shape != (n, k):
-                raise InvalidModelFile(
-                    f"{self.path.name}: 'probabilities' has shape {out['probabilities'].shape} for a batch "
-                    f"of {n}; expected ({n}, {k}) for the {k} classes in the metadata"
-                )
-            if out["ood_score"].shape != (n,):
-                raise InvalidModelFile(
-                    f"{self.path.name}: 'ood_score' has shape {out['ood_score'].shape} for a batch of {n}; "
-                    f"expected ({n},)"
-                )
+            try:
+                signature.check_run(out, {**_sizes(self.metadata), "batch": n})
+            except InvalidModelFile as e:
+                raise InvalidModelFile(f"{self.path.name}: {e}") from None
+
+
+def _sizes(metadata: ModelMetadata) -> dict[str, int]:
+    spec = metadata.input
+    return {"channels": spec.channels, "height": spec.height, "width": spec.width, "classes": len(metadata.classes)}
 
 
 def _check_signature(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:
-    inputs = session.get_inputs()
-    outputs = {o.name: o for o in session.get_outputs()}
+    inputs = [(i.name, i.type, i.shape) for i in session.get_inputs()]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
     try:
-        check_graph_signature([i.name for i in inputs], list(outputs))
+        signature.check_graph(inputs, outputs, _sizes(metadata))
     except InvalidModelFile as e:
         raise InvalidModelFile(f"{path.name}: {e}") from None
-    image = inputs[0]
-    if image.type != "tensor(float)":
-        raise InvalidModelFile(f"{path.name}: input '{INPUT_NAME}' is {image.type}, expected tensor(float)")
-    spec = metadata.input
-    expected = [None, spec.channels, spec.height, spec.width]
-    if len(image.shape) != 4 or any(
-        isinstance(got, int) and want is not None and got != want
-        for got, want in zip(image.shape, expected, strict=True)
-    ):
-        raise InvalidModelFile(
-            f"{path.name}: input '{INPUT_NAME}' has shape {image.shape}; the metadata says "
-            f"[N, {spec.channels}, {spec.height}, {spec.width}]"
-        )
-    k = len(metadata.classes)
-    probs = outputs["probabilities"].shape
-    if len(probs) != 2 or (isinstance(probs[1], int) and probs[1] != k):
-        raise InvalidModelFile(f"{path.name}: output 'probabilities' has shape {probs}; the metadata lists {k} classes")
 
 
 def _warn_on_fallback(model: str, requested: list[str], actual: list[str]) -> None:

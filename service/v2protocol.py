@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelfile import INPUT_NAME
+from modelfile import INPUT_NAME, signature
 from service.admission import admit
 from service.deadline import Deadline
 from service.decodepool import DecodePool
@@ -31,7 +31,15 @@ from service.settings import Settings
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
-OUTPUTS = {"probabilities": "FP32", "ood_score": "FP32", "is_ood": "BOOL"}
+# The protocol's datatype names for the contract's element types.
+DATATYPES = {"float32": "FP32", "bool": "BOOL"}
+TENSORS = (*signature.SERVED, signature.IS_OOD)
+OUTPUTS = {t.name: DATATYPES[t.dtype] for t in TENSORS}
+_DTYPES = {t.name: t.dtype for t in TENSORS}
+
+
+def _described(tensor: signature.Tensor, sizes: dict[str, int]) -> TensorMetadata:
+    return TensorMetadata(name=tensor.name, datatype=DATATYPES[tensor.dtype], shape=list(tensor.shape(sizes)))
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -167,17 +175,13 @@ async def server_ready(request: Request) -> Ready:
 async def model_metadata(request: Request, name: str, model_version: str | None = None) -> ModelMetadataResponse:
     served = _model(request, name, model_version)
     c, h, w = served.runtime.input_shape
-    k = len(served.metadata.classes)
+    sizes = {"batch": -1, "channels": c, "height": h, "width": w, "classes": len(served.metadata.classes)}
     return ModelMetadataResponse(
         name=served.name,
         versions=[m.version for m in _registry(request).versions_of(served.name)],
         platform="onnxruntime_onnx",
-        inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
-        outputs=[
-            TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, k]),
-            TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
-            TensorMetadata(name="is_ood", datatype="BOOL", shape=[-1]),
-        ],
+        inputs=[_described(signature.IMAGES, sizes)],
+        outputs=[_described(t, sizes) for t in TENSORS],
     )
 
 
@@ -370,7 +374,7 @@ def _encode_response(
     for name, array, as_binary in outputs:
         entry: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": list(array.shape)}
         if as_binary:
-            raw = array.astype(np.bool_ if OUTPUTS[name] == "BOOL" else "<f4").tobytes()
+            raw = array.astype(np.dtype(_DTYPES[name]).newbyteorder("<")).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

@@ -41,11 +41,11 @@ def resnet_small(cache: Path) -> Path:
         return path
     import torch
 
-    from modelfile import InputSpec, ModelMetadata
+    from modelfile import InputSpec, ModelMetadata, write_metadata
     from service.runtime import ModelRuntime
     from training import models
     from training.data import DatasetInfo
-    from training.export import to_onnx, write_metadata
+    from training.export import to_onnx
     from training.methods.plain import Plain
 
     torch.manual_seed(0)

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES
+from modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE
+from modelfile.signature import OOD_SCORE
 
 PREFIX = "domain_guard/"
-_, SCORE, _ = OUTPUT_NAMES  # the output the guard takes over
+SCORE = OOD_SCORE.name  # the output the guard takes over
 
 
 def is_guarded(proto) -> bool:

@@ -27,7 +27,6 @@ from torch import nn
 
 from modelfile import (
     INPUT_NAME,
-    METADATA_KEY,
     OUTPUT_NAMES,
     Calibration,
     Evaluation,
@@ -37,6 +36,7 @@ from modelfile import (
     OODResult,
     open_session,
     read_metadata,
+    write_metadata,
 )
 
 from .. import checkpoint
@@ -85,7 +85,7 @@ def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-        dynamic_shapes={"images": {0: torch.export.Dim("N")}}, dynamo=True, external_data=False, optimize=True,
+        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("N")}}, dynamo=True, external_data=False, optimize=True,
         verbose=False,
     )
     domain_guard.add_to_file(path)
@@ -208,17 +208,6 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
     return Evaluation(test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()), ood=results,
                       id_reject_rate=calibration.rejected_share(test_scores),
                       id_p_value_uniformity=float(uniformity))
-
-
-def write_metadata(path: Path, meta: ModelMetadata) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, meta.to_json()
-    proto.doc_string = f"oodserve model {meta.name} v{meta.version}: {meta.method}, score = {meta.score}"
-    onnx.save(proto, str(path))
 
 
 def check(path: Path) -> int:

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelfile import INPUT_NAME, OUTPUT_NAMES
+from modelfile import INPUT_NAME
+from modelfile.signature import LOGITS
 
 from .. import data as datasets
 from .domain_guard import PREFIX as GUARD_PREFIX
 
 MATRIX_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-_, _, LOGITS = OUTPUT_NAMES
 CALIBRATION_BATCH = 32
 CALIBRATION_IMAGES = 512  # training images the activation ranges are measured on
 PRECISIONS = ("fp32", "int8")
@@ -58,7 +58,7 @@ def float_nodes(graph) -> list[str]:
             todo.extend(node.input)
         return found if stop_at_matrix else seen
 
-    body = upstream([LOGITS], stop_at_matrix=False)
+    body = upstream([LOGITS.name], stop_at_matrix=False)
     head = upstream([o.name for o in graph.output], stop_at_matrix=True)
     return sorted(n.name for n in graph.node
                   if n.name.startswith(GUARD_PREFIX) or n.name not in body or n.name in head)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from scipy import stats
 
-from modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata
+from modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata, write_metadata
 from training import data as datasets
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
-from training.export import export_checkpoint, write_metadata
+from training.export import export_checkpoint
 
 
 @pytest.fixture(scope="module")
