@@ -27,7 +27,7 @@ Budgets (``--budget``; any flag below overrides one setting and the report lists
          adversarial starting points, the whole test split. Estimated 3.3 h on an idle 2-core CPU (from
          ~420 img/s plain, ~46 img/s ACET with 10 PGD steps): 15 epochs ~27 min (x3), CEDA ~12 min, ACET and
          IsoMax+ACET ~33 min each, MCD fine-tuning ~13 min, evaluation ~25 min. Run it again in the next
-         session and it goes on where it stopped; commit bench/cifar10-runs/ in between.
+         session and it goes on where it stopped, as long as the --runs folder is kept in between.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default="../shared/data", help="holds cifar10-jpg.zip (or CIFAR-10 in any layout "
                    "--dataset cifar10 reads), MNIST/raw, FashionMNIST/raw; svhn/, cifar-100-python/ when present")
     p.add_argument("--budget", default="paper", choices=sorted(BUDGETS), help="the recipe (see the docstring)")
-    p.add_argument("--runs", type=Path, default=ROOT / "bench" / "cifar10-runs", help="checkpoints (committed)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "cifar10-benchmark",
+                   help="checkpoints and stage records, one folder per method (kept between runs, not committed)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="report folder")
     p.add_argument("--stages", default=None, help="comma-separated stages: method labels (plain, CEDA, ACET, "
                    "IsoMax+, IsoMax+ACET, MCD), 'eval' and 'report' (default: all, in that order)")
@@ -156,7 +157,7 @@ def train_argv(method: Method, b: Budget, args: argparse.Namespace, out: Path) -
     return argv + method.argv(bench_args)
 
 
-# flags whose values name places, not the recipe: a checkout elsewhere (another machine, the lead's tree) resumes
+# flags whose values name places, not the recipe: a checkout elsewhere (another machine or folder) resumes
 PLACES = ("--out", "--data-root", "--init-from")
 
 
@@ -339,7 +340,7 @@ def write_report(args: argparse.Namespace, b: Budget, overrides: list[str], meth
         lines += ["", "**Overrides of the budget:**", "", *[f"- {o}" for o in overrides]]
     lines += ["", "## Against the seed paper's CIFAR-10 block (Hein et al. 2019, Table 1; resnet_small)", "",
               *paper_comparison(ev["results"], PAPER_CIFAR10), "", *DIFFERENCES, "",
-              "## Checks (issue 13)", "", *checks(ev["results"]), "",
+              "## Checks", "", *checks(ev["results"]), "",
               (bench_dir / "table.md").read_text().replace("### ", "## ", 1), "",
               f"Files: [{rel('results.csv')}]({rel('results.csv')}), [{rel('results.json')}]({rel('results.json')})",
               "", f"![score histograms]({rel('hist.png')})", "", f"![ROC curves]({rel('roc.png')})", "",

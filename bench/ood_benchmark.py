@@ -9,7 +9,7 @@ and Fashion-MNIST (complete) — then evaluates all of them side by side with ``
 on the other of the two sets, gray CIFAR-10 (test split), uniform / permuted / training noise,
 adversarial noise, adversarial samples and scaled noise. Writes ``docs/results/ood-benchmark.md``
 (tables, plots, the exact command, seeds, wall time, machine, a row-by-row comparison with the
-seed paper's MNIST block and the issue's acceptance checks) and per-set CSV / JSON / PNG files
+seed paper's MNIST block and the benchmark's checks) and per-set CSV / JSON / PNG files
 under ``docs/results/ood-benchmark/``.
 
 The defaults are the full recipe (the paper's: 100 epochs, batch 128, 40 PGD steps in training,
@@ -242,7 +242,7 @@ def paper_comparison(models: dict[str, dict], paper_block: list[tuple] | None = 
     return lines
 
 
-def acceptance(results: dict[str, dict[str, dict]]) -> list[str]:
+def checks(results: dict[str, dict[str, dict]]) -> list[str]:
     def get(m: dict | None, row: str, metric: str) -> float | None:
         v = (m or {}).get("sets", {}).get(row, {}).get(metric)
         return None if v is None or v != v else v
@@ -425,14 +425,14 @@ def report_head(args: argparse.Namespace, methods: list[Method], command: str, s
 
 def report_comparisons(results: dict[str, dict[str, dict]], score_results: dict[str, dict[str, dict]]
                        ) -> list[str]:
-    """Against the seed paper, the issue's acceptance checks and IsoMax+ against plain."""
+    """Against the seed paper, the benchmark's checks and IsoMax+ against plain."""
     lines = []
     if "mnist" in results:
         lines += ["## Against the seed paper's MNIST block (Hein et al. 2019, Table 1)", "",
                   *paper_comparison(results["mnist"]), "", *DIFFERENCES, ""]
-    lines += ["## Acceptance checks (issue 5)", "", *acceptance(results), ""]
+    lines += ["## Checks", "", *checks(results), ""]
     if any("IsoMax+" in models and "plain" in models for models in results.values()):
-        lines += ["## IsoMax+ against plain MSP (issue 14)", "",
+        lines += ["## IsoMax+ against plain MSP", "",
                   "Every natural and noise set, same training budget for both; 2 SE is twice the standard error of "
                   "the AUROC difference (Hanley & McNeil 1982, the two AUROCs taken as independent). IsoMax+ is the "
                   "file the benchmark ships (score chosen by `--score auto`); the last columns are the same "

@@ -234,5 +234,5 @@ def markdown(run: dict) -> str:
             out += ["", "Open loop (latency counted from each request's scheduled send):", "", *open_table(model)]
         if "workers" in model:
             out += ["", f"Workers, unpinned, c=128, two rounds each: {model['workers']}"]
-    out += ["", "## Targets (issue 16)", "", *targets(run), ""]
+    out += ["", "## Targets", "", *targets(run), ""]
     return "\n".join(out)

@@ -1,5 +1,5 @@
 """deploy/k8s: the manifests validate (schemas, custom resources' structure, checkov) and a broken
-copy fails the same check (issue 17, acceptance 3); the alert rules' copy, the shutdown timings and
+copy fails the same check; the alert rules' copy, the shutdown timings and
 the resources agree with the service they deploy."""
 
 from __future__ import annotations
