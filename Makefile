@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA_ROOT ?= ../shared/data
 
-.PHONY: help venv serve-venv test lint models serve bench-train deploy-check compose-test clean
+.PHONY: help venv serve-venv test lint format models serve bench-train deploy-check compose-test clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,13 +25,18 @@ $(VENV)/.installed-serve: pyproject.toml
 
 venv: $(VENV)/.installed-dev ## create .venv with everything (train, serve, dev)
 
-test: $(VENV)/.installed-dev ## run the whole test suite
+test: $(VENV)/.installed-dev ## lint, check the layout, run the whole test suite
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
-# Lint rules only: the code is laid out by hand at 120 columns (ruff format would explode argument lists).
-lint: $(VENV)/.installed-dev ## ruff check (what make test runs first)
+lint: $(VENV)/.installed-dev ## ruff check and ruff format --check (what make test runs first)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The one formatter of the repository (README, "Developing").
+format: $(VENV)/.installed-dev ## lay out every Python file with ruff format
+	$(VENV)/bin/ruff format .
 
 models: $(VENV)/.installed-dev ## retrain and export the bundled models (DATA_ROOT=../shared/data)
 	$(PY) -m training.bundled --data-root $(DATA_ROOT) --out models
