@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from stand_in import metadata
 
-from service.admission import QueueFull, admit, room
-from service.batcher import Batcher, BatchFailed, DeadlineExceeded
-from service.deadline import Deadline
-from service.metrics import Metrics
-from service.verdicts import Verdicts
+from service.metrics.prometheus import Metrics
+from service.pipeline.admission import QueueFull, admit, room
+from service.pipeline.batcher import Batcher, BatchFailed, DeadlineExceeded
+from service.pipeline.deadline import Deadline
+from service.pipeline.verdicts import Verdicts
 
 NAME = "m"
 

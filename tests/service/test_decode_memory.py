@@ -18,7 +18,7 @@ from hostile_images import large_float_tiff_with_nan, png_rows
 from samples import bomb_png, digit_png, encode, photo
 from servers import SHARED_LIMITS, ServerProcess, wait_until
 
-from service.decodepool import SMALL_SHARE
+from service.pipeline.decodepool import SMALL_SHARE
 
 MiB = 2**20
 DECODE_MEMORY_MB = 64

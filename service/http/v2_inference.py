@@ -21,13 +21,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfile import INPUT_NAME, signature
-from service.admission import admit
-from service.deadline import Deadline
-from service.decodepool import DecodePool
 from service.errors import DeadlineExceeded, ServiceError
-from service.registry import ModelRegistry, ServedModel
-from service.schemas import inline_defs
-from service.settings import Settings
+from service.http import state
+from service.http.errors import error_responses
+from service.http.schemas import inline_defs
+from service.models.registry import ServedModel
+from service.pipeline.admission import admit
+from service.pipeline.deadline import Deadline
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
@@ -36,10 +36,8 @@ DATATYPES = {"float32": "FP32", "bool": "BOOL"}
 TENSORS = (*signature.SERVED, signature.IS_OOD)
 OUTPUTS = {t.name: DATATYPES[t.dtype] for t in TENSORS}
 _DTYPES = {t.name: t.dtype for t in TENSORS}
-
-
-def _described(tensor: signature.Tensor, sizes: dict[str, int]) -> TensorMetadata:
-    return TensorMetadata(name=tensor.name, datatype=DATATYPES[tensor.dtype], shape=list(tensor.shape(sizes)))
+INPUT_DATATYPE = DATATYPES[signature.IMAGES.dtype]
+_INPUT_DTYPE = np.dtype(signature.IMAGES.dtype).newbyteorder("<")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -129,28 +127,21 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-_ERRORS = {
-    code: {"content": {"application/json": {"example": {"error": "what was wrong"}}}}
-    for code in (400, 404, 413, 503, 504)
-}
+_ERRORS = error_responses(400, 404, 413, 503, 504, v2=True)
 
 
 # --- routes ------------------------------------------------------------------------------------
 
 
-def _registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
-
-
 def _model(request: Request, name: str, model_version: str | None = None) -> ServedModel:
-    served = _registry(request).get(name, model_version)
+    served = state.registry(request).get(name, model_version)
     request.state.model = served.name
     return served
 
 
 @router.get("", response_model=ServerMetadataResponse)
 async def server_metadata(request: Request) -> ServerMetadataResponse:
-    settings: Settings = request.app.state.settings
+    settings = state.settings(request)
     extensions = ["binary_tensor_data"] + (["model_repository"] if settings.model_repository_api else [])
     return ServerMetadataResponse(name="oodserve", version=server_version(), extensions=extensions)
 
@@ -162,7 +153,7 @@ async def server_live() -> Live:
 
 @router.get("/health/ready", response_model=Ready, responses={503: _ERRORS[503]})
 async def server_ready(request: Request) -> Ready:
-    registry = _registry(request)
+    registry = state.registry(request)
     if not registry.ready:
         raise V2Error(f"not ready: {registry.not_ready_reason()}", status=503, code="not_ready")
     return Ready(ready=True)
@@ -178,7 +169,7 @@ async def model_metadata(request: Request, name: str, model_version: str | None 
     sizes = {"batch": -1, "channels": c, "height": h, "width": w, "classes": len(served.metadata.classes)}
     return ModelMetadataResponse(
         name=served.name,
-        versions=[m.version for m in _registry(request).versions_of(served.name)],
+        versions=[m.version for m in state.registry(request).versions_of(served.name)],
         platform="onnxruntime_onnx",
         inputs=[_described(signature.IMAGES, sizes)],
         outputs=[_described(t, sizes) for t in TENSORS],
@@ -218,14 +209,13 @@ _INFER_DOC = {
     responses=_ERRORS,
 )
 async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
-    settings: Settings = request.app.state.settings
+    settings = state.settings(request)
     served = _model(request, name, model_version)
     body = await request.body()
     # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
     deadline = Deadline.after(settings.deadline_ms / 1000)
     # Parsing megabytes of JSON numbers is CPU work: keep it off the event loop, like image decoding.
-    pool: DecodePool = request.app.state.decode_pool
-    infer_request, images = await pool.run(
+    infer_request, images = await state.decode_pool(request).run(
         _decode_request, deadline, body, request.headers.get(HEADER_LENGTH), served, settings.max_batch_size
     )
     wanted = _requested_outputs(infer_request)
@@ -244,7 +234,7 @@ async def infer(request: Request, name: str, model_version: str | None = None) -
             ) from None
         raise V2Error(e.message, code=e.code, status=e.status) from None
 
-    values = {"probabilities": verdicts.probabilities, "ood_score": verdicts.ood_score, "is_ood": verdicts.is_ood}
+    values = verdicts.tensors()
     return _encode_response(served, infer_request.id, [(n, values[n], as_binary) for n, as_binary in wanted])
 
 
@@ -256,6 +246,10 @@ def _client_timeout_s(req: InferenceRequest) -> float | None:
     if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us <= 0:
         raise V2Error(f"parameters.timeout must be a positive whole number of microseconds, got {timeout_us!r}")
     return timeout_us / 1e6
+
+
+def _described(tensor: signature.Tensor, sizes: dict[str, int]) -> TensorMetadata:
+    return TensorMetadata(name=tensor.name, datatype=DATATYPES[tensor.dtype], shape=list(tensor.shape(sizes)))
 
 
 # --- decoding and encoding ---------------------------------------------------------------------
@@ -305,8 +299,8 @@ def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch
     if names != [INPUT_NAME]:
         raise V2Error(f"model '{served.name}' takes exactly one input '{INPUT_NAME}'; got {names}")
     tensor = req.inputs[0]
-    if tensor.datatype != "FP32":
-        raise V2Error(f"input '{INPUT_NAME}' must have datatype FP32, got {tensor.datatype!r}")
+    if tensor.datatype != INPUT_DATATYPE:
+        raise V2Error(f"input '{INPUT_NAME}' must have datatype {INPUT_DATATYPE}, got {tensor.datatype!r}")
     c, h, w = served.runtime.input_shape
     shape = tensor.shape
     if len(shape) != 4 or shape[1:] != [c, h, w] or not 1 <= shape[0] <= max_batch_size:
@@ -317,13 +311,14 @@ def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch
     count = math.prod(shape)
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
-        if size != count * 4:
+        if size != count * _INPUT_DTYPE.itemsize:
             raise V2Error(
-                f"input '{INPUT_NAME}': binary_data_size is {size} bytes; shape {shape} in FP32 takes {count * 4}"
+                f"input '{INPUT_NAME}': binary_data_size is {size} bytes; shape {shape} in {INPUT_DATATYPE} takes "
+                f"{count * _INPUT_DTYPE.itemsize}"
             )
         if len(binary) != size:
             raise V2Error(f"the body carries {len(binary)} bytes of binary tensor data; inputs declare {size}")
-        array = np.frombuffer(binary, dtype="<f4").astype(np.float32)
+        array = np.frombuffer(binary, dtype=_INPUT_DTYPE).astype(_INPUT_DTYPE.newbyteorder("="))
     elif tensor.data is not None:
         if binary:
             raise V2Error(f"the body carries {len(binary)} bytes of binary data but no input declares any")
@@ -354,7 +349,7 @@ def _numbers(data: Any) -> np.ndarray:
         raise V2Error(f"input '{INPUT_NAME}': 'data' is not a regular array of numbers ({e})") from None
     if raw.dtype.kind not in "fiu":
         raise V2Error(f"input '{INPUT_NAME}': 'data' must hold numbers, found {raw.dtype.kind!r}-kind values")
-    return raw.astype(np.float32).ravel()
+    return raw.astype(signature.IMAGES.dtype).ravel()
 
 
 def _requested_outputs(req: InferenceRequest) -> list[tuple[str, bool]]:
