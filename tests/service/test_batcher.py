@@ -194,7 +194,7 @@ def test_oversized_requests_are_a_programming_error():
         asyncio.run(scenario())
 
 
-# --- dispatch when idle (issue 16): a lone request never pays the delay; announced requests are waited for ---
+# --- dispatch when idle: a lone request never pays the delay; announced requests are waited for ---
 
 
 def test_a_lone_request_goes_at_once_when_nothing_else_is_on_its_way():

@@ -1,4 +1,4 @@
-"""Acceptance: the memory one request can make the service use is bounded, whatever its files say.
+"""The memory one request can make the service use is bounded, whatever its files say.
 
 A fresh ``python -m service`` process runs with the hostile suite's limits and a small decode
 budget; the peak resident memory (``VmHWM``, reset through ``/proc/<pid>/clear_refs`` after warm-up)
