@@ -1,8 +1,8 @@
 """``python -m service``: run the app under uvicorn with the ``OODSERVE_*`` settings.
 
-The server runs the service's HTTP protocol (service/connections.py: header, body and idle
+The server runs the service's HTTP protocol (service/http/connections.py: header, body and idle
 deadlines, header size cap) with uvicorn's own connection limits set from the settings. On SIGTERM
-each worker drains (service/draining.py): ``/readyz`` says 503 at once, new connections are served
+each worker drains (service/http/draining.py): ``/readyz`` says 503 at once, new connections are served
 for ``drain_delay_s``, then the listener closes without dropping a connection the kernel accepted,
 every accepted request is answered, the batchers drain, and the process exits. SIGINT (Ctrl+C)
 skips the drain.
@@ -25,8 +25,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from service.connections import ServiceConfig
-from service.metrics import pid_alive
+from service.http.connections import ServiceConfig
+from service.metrics.workers import pid_alive
 from service.settings import Settings
 
 

@@ -137,3 +137,53 @@ def test_functions_stay_small(folder):
 def test_modules_stay_small(folder):
     for path in sorted((REPO / folder).rglob("*.py")):
         assert len(path.read_text().splitlines()) <= 400, path
+
+
+# --- the rooms of the service ----------------------------------------------------------------------
+
+SERVICE_ROOMS = {"http", "pipeline", "models", "metrics"}
+SERVICE_TOP = {"service", "service.__main__", "service.app", "service.settings", "service.errors"}
+
+
+def room_of(module: str) -> str:
+    """``service.pipeline.batcher`` -> ``pipeline``; a module at the top is a room of its own."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in SERVICE_ROOMS else module
+
+
+def test_the_service_is_rooms_one_level_deep_and_a_short_top():
+    modules = set(graph("service"))
+    assert {m for m in modules if room_of(m) == m} == SERVICE_TOP
+    assert {m.split(".")[1] for m in modules if m.count(".") == 2} == SERVICE_ROOMS
+    assert not [m for m in modules if m.count(".") > 2]
+    for room in sorted(SERVICE_ROOMS):
+        init = REPO / "service" / room / "__init__.py"
+        tree = ast.parse(init.read_text())
+        assert ast.get_docstring(tree), f"{init}: say what the room owns"
+        assert not [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)], f"{init}: no imports"
+
+
+@pytest.mark.parametrize(("room", "never"), [
+    ("pipeline", {"http", "models"}),
+    ("models", {"http"}),
+    ("metrics", {"http", "pipeline", "models"}),
+])
+def test_the_rooms_of_the_service_import_downwards(room, never):
+    g = graph("service")
+    crossing = {(m, n) for m, targets in g.items() if m.startswith(f"service.{room}.")
+                for n in targets if n.startswith("service.") and room_of(n) in never}
+    assert not crossing, crossing
+
+
+def test_nothing_in_the_service_imports_the_app_and_its_leaves_import_nothing_of_it():
+    g = graph("service")
+    assert not {m for m, targets in g.items() if "service.app" in targets}  # __main__ names it for uvicorn
+    for leaf in ("service.errors", "service.settings"):
+        assert not {n for n in g[leaf] if n.startswith("service.")}, leaf
+
+
+def test_routes_read_the_app_state_through_its_accessors():
+    owner = REPO / "service" / "http" / "state.py"
+    for path in sorted((REPO / "service").rglob("*.py")):
+        if path != owner:
+            assert "app.state" not in path.read_text(), path

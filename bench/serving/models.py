@@ -42,7 +42,7 @@ def resnet_small(cache: Path) -> Path:
     import torch
 
     from modelfile import InputSpec, ModelMetadata, write_metadata
-    from service.runtime import ModelRuntime
+    from service.models.runtime import ModelRuntime
     from training import models
     from training.data import DatasetInfo
     from training.export import to_onnx

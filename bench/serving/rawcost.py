@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.imaging import Limits, load_image
-from service.runtime import ModelRuntime
+from service.models.runtime import ModelRuntime
+from service.pipeline.imaging import DecodeLimits as Limits
+from service.pipeline.imaging import load_image
 
 
 def per_call(fn, seconds: float = 1.0) -> float:

@@ -9,7 +9,7 @@ import pytest
 def exported_metric_names() -> set[str]:
     """Every sample name the service's /metrics can contain, from its own registry: a counter
     `x` exports `x_total`, a histogram `x_bucket`, `x_sum`, `x_count`, and so on."""
-    from service.metrics import Metrics
+    from service.metrics.prometheus import Metrics
 
     suffixes = {
         "counter": ("_total", "_created"),
@@ -21,5 +21,5 @@ def exported_metric_names() -> set[str]:
     names = set()
     for family in Metrics().registry.collect():
         names.update(family.name + s for s in suffixes[family.type])
-    assert names, "service.metrics.Metrics registers no metrics?"
+    assert names, "service.metrics.prometheus.Metrics registers no metrics?"
     return names

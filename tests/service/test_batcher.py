@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from stand_in import metadata
 
-from service.admission import QueueFull, admit, room
-from service.batcher import Batcher, BatchFailed, DeadlineExceeded
-from service.deadline import Deadline
-from service.metrics import Metrics
-from service.verdicts import Verdicts
+from service.metrics.prometheus import Metrics
+from service.pipeline.admission import QueueFull, admit, room
+from service.pipeline.batcher import Batcher, BatchFailed, DeadlineExceeded
+from service.pipeline.deadline import Deadline
+from service.pipeline.verdicts import Verdicts
 
 NAME = "m"
 
@@ -194,7 +194,7 @@ def test_oversized_requests_are_a_programming_error():
         asyncio.run(scenario())
 
 
-# --- dispatch when idle (issue 16): a lone request never pays the delay; announced requests are waited for ---
+# --- dispatch when idle: a lone request never pays the delay; announced requests are waited for ---
 
 
 def test_a_lone_request_goes_at_once_when_nothing_else_is_on_its_way():

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from service.errors import UploadTooLarge
-from service.middleware import BodySizeLimit
+from service.http.middleware import BodySizeLimit
 
 
 def call(content_length: bytes, body: bytes = b"abc", limit: int = 1024) -> bytes:

@@ -1,4 +1,4 @@
-"""Acceptance: the memory one request can make the service use is bounded, whatever its files say.
+"""The memory one request can make the service use is bounded, whatever its files say.
 
 A fresh ``python -m service`` process runs with the hostile suite's limits and a small decode
 budget; the peak resident memory (``VmHWM``, reset through ``/proc/<pid>/clear_refs`` after warm-up)
@@ -18,7 +18,7 @@ from hostile_images import large_float_tiff_with_nan, png_rows
 from samples import bomb_png, digit_png, encode, photo
 from servers import SHARED_LIMITS, ServerProcess, wait_until
 
-from service.decodepool import SMALL_SHARE
+from service.pipeline.decodepool import SMALL_SHARE
 
 MiB = 2**20
 DECODE_MEMORY_MB = 64

@@ -15,13 +15,13 @@ from samples import digit_png, encode, photo
 from servers import ServerThread, settings_for
 
 from modelfile import InputSpec
-from service.deadline import Deadline
-from service.decodepool import INLINE_BYTES, SMALL_SHARE, DecodePool
 from service.errors import DeadlineExceeded, Overloaded
-from service.imaging import Limits, open_image
+from service.pipeline.deadline import Deadline
+from service.pipeline.decodepool import INLINE_BYTES, SMALL_SHARE, DecodePool
+from service.pipeline.imaging import DecodeLimits, open_image
 
 SPEC = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
-LIMITS = Limits(max_pixels=4_000_000, max_side=20_000, max_aspect_ratio=100)
+LIMITS = DecodeLimits(max_pixels=4_000_000, max_side=20_000, max_aspect_ratio=100)
 
 
 def big_image() -> bytes:

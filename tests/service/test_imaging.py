@@ -9,9 +9,9 @@ from PIL import Image
 from samples import bomb_png, digit, encode, photo
 
 from modelfile import InputSpec
-from service.deadline import Deadline
 from service.errors import DeadlineExceeded
-from service.imaging import ImageError, Limits, load_image, open_image
+from service.pipeline.deadline import Deadline
+from service.pipeline.imaging import DecodeLimits, ImageError, load_image, open_image
 
 GRAY28 = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
 RGB32 = InputSpec(channels=3, height=32, width=32, color_mode="RGB", resize="stretch")
@@ -19,7 +19,7 @@ LIMIT = 50_000_000
 
 
 def load(data: bytes, spec: InputSpec = GRAY28, max_pixels: int = LIMIT) -> np.ndarray:
-    return load_image(data, spec, Limits(max_pixels))
+    return load_image(data, spec, DecodeLimits(max_pixels))
 
 
 def test_a_digit_png_round_trips_exactly():
@@ -143,7 +143,7 @@ def test_pixel_limit_is_checked_before_decoding():
 
 
 def test_header_limits_per_side_and_aspect_ratio_are_checked_before_decoding():
-    limits = Limits(max_pixels=LIMIT, max_side=1000, max_aspect_ratio=10)
+    limits = DecodeLimits(max_pixels=LIMIT, max_side=1000, max_aspect_ratio=10)
     with pytest.raises(ImageError) as side:
         load_image(png_rows(1001, 2), GRAY28, limits)
     with pytest.raises(ImageError) as aspect:
@@ -167,7 +167,7 @@ def test_reducing_in_slices_gives_the_answer_of_a_direct_resize(resize):
 
 def test_a_one_pixel_wide_strip_needs_no_full_size_intermediate_and_decodes():
     # 1 x 1,000,000 RGBA: Pillow's resize would go through a 28 x 1,000,000 image; the slices do not.
-    x = load_image(png_rows(1, 1_000_000, b"\x00\x00\x00\xff"), GRAY28, Limits(LIMIT))
+    x = load_image(png_rows(1, 1_000_000, b"\x00\x00\x00\xff"), GRAY28, DecodeLimits(LIMIT))
     assert x.shape == (1, 28, 28) and x.max() == pytest.approx(0.0)
 
 
@@ -196,7 +196,7 @@ def test_a_palette_image_with_a_transparent_colour_key_is_composited_over_white(
 
 def test_a_decode_past_its_deadline_stops_reading():
     with pytest.raises(DeadlineExceeded) as e:
-        load_image(encode(photo("camera")), GRAY28, Limits(LIMIT), deadline=Deadline.after(-1))
+        load_image(encode(photo("camera")), GRAY28, DecodeLimits(LIMIT), deadline=Deadline.after(-1))
     assert e.value.status == 504 and "decoded" in e.value.message
 
 
@@ -207,7 +207,7 @@ def test_a_header_with_zero_width_names_its_format():
 
 
 def test_the_cost_read_from_the_header_covers_the_decoded_image():
-    opened = open_image(png_rows(2000, 2000), GRAY28, Limits(LIMIT))
+    opened = open_image(png_rows(2000, 2000), GRAY28, DecodeLimits(LIMIT))
     assert opened.cost >= 2000 * 2000 * 4 * 2  # decoded RGBA plus one full-size copy
-    jpeg = open_image(encode(photo("astronaut").resize((2000, 2000)), "JPEG"), GRAY28, Limits(LIMIT))
+    jpeg = open_image(encode(photo("astronaut").resize((2000, 2000)), "JPEG"), GRAY28, DecodeLimits(LIMIT))
     assert jpeg.image.size[0] < 2000 and jpeg.cost >= 2000 * 2000 * 6  # draft, but full-size coefficients

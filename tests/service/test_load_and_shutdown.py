@@ -67,7 +67,7 @@ def test_overload_gives_503_with_retry_after_and_answers_every_accepted_request(
     assert all(len(r.json()["predictions"]) == 1 for r in answered)
     assert metric(text, "oodserve_requests_total", endpoint="/predict", status="503") == 8
     assert metric(text, "oodserve_requests_total", endpoint="/predict", status="200") == 4
-    shed_lines = [r.getMessage() for r in caplog.records if r.name == "service.errors"]
+    shed_lines = [r.getMessage() for r in caplog.records if r.name == "service.http.errors"]
     assert len(shed_lines) == 1 and "503 queue_full" in shed_lines[0], shed_lines  # one line per burst
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from samples import digit_png, spread_digits
 from servers import DEFAULT_MODEL, ServerProcess, free_port, metric, require_tool, wait_until
 
-from service.metrics import pid_alive
+from service.metrics.workers import pid_alive
 
 EXPECTED = {
     "oodserve_requests": ("counter", {"endpoint", "model", "status"}),

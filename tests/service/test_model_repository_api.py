@@ -1,4 +1,4 @@
-"""The model repository extension with the stock ``tritonclient`` (issue 17, acceptance 2): index,
+"""The model repository extension with the stock ``tritonclient``: index,
 load and unload against a real server, and 403 while the setting is off."""
 
 from __future__ import annotations

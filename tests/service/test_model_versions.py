@@ -1,4 +1,4 @@
-"""Model versions going live under load (issue 17, acceptance 1): a real server in poll mode, real
+"""Model versions going live under load: a real server in poll mode, real
 requests from two threads the whole time, a new version copied into the repository, then a corrupt one.
 Also: selecting versions on every route, and the version policy."""
 

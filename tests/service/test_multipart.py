@@ -12,7 +12,7 @@ import pytest
 from python_multipart.multipart import MultipartParseError, MultipartParser
 from samples import digit_png
 
-from service.multipart import MultipartError, Part, TooManyParts, boundary_of, parse
+from service.http.multipart import MultipartError, Part, TooManyParts, boundary_of, parse
 
 
 def encoded(files: list[tuple[str, tuple]], data: dict | None = None) -> tuple[bytes, str]:

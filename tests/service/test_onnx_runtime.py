@@ -9,7 +9,7 @@ import pytest
 from stand_in import metadata, write_corrupt_model, write_model
 
 from modelfile import InvalidModelFile
-from service.runtime import ModelRuntime
+from service.models.runtime import ModelRuntime
 
 CPU = ["CPUExecutionProvider"]
 
@@ -25,7 +25,7 @@ def test_loads_runs_and_applies_the_thread_count(tmp_path):
 
 def test_warns_loudly_when_a_requested_provider_is_not_used(tmp_path, caplog):
     path = write_model(tmp_path / "m.onnx")
-    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+    with caplog.at_level(logging.WARNING, logger="service.models.runtime"):
         runtime = ModelRuntime(path, threads=1, providers=["CUDAExecutionProvider", *CPU])
     assert runtime.providers == CPU
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -35,7 +35,7 @@ def test_warns_loudly_when_a_requested_provider_is_not_used(tmp_path, caplog):
 
 
 def test_no_warning_when_cpu_was_asked_for(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+    with caplog.at_level(logging.WARNING, logger="service.models.runtime"):
         ModelRuntime(write_model(tmp_path / "m.onnx"), threads=1, providers=CPU)
     assert not caplog.records
 

@@ -15,7 +15,7 @@ from servers import DEFAULT_MODEL, RGB_MODEL
 from tritonclient.utils import InferenceServerException
 
 from modelfile import InputSpec
-from service.imaging import Limits, load_image
+from service.pipeline.imaging import DecodeLimits, load_image
 
 MNIST_INPUT = InputSpec(channels=1, height=28, width=28, color_mode="L", resize="stretch")
 
@@ -29,7 +29,7 @@ def triton_client(server):
 
 def digits_tensor(n: int) -> tuple[np.ndarray, list[bytes]]:
     pngs = [digit_png(i)[0] for i in spread_digits(n)]
-    return np.stack([load_image(p, MNIST_INPUT, Limits(10**6)) for p in pngs]), pngs
+    return np.stack([load_image(p, MNIST_INPUT, DecodeLimits(10**6)) for p in pngs]), pngs
 
 
 def test_health_and_metadata_through_tritonclient(triton_client):
@@ -87,7 +87,7 @@ def test_tritonclient_default_outputs_come_back_binary(triton_client, client):
 
 def test_known_digits_get_their_labels_and_in_distribution_verdicts(triton_client):
     indices = list(DIGITS)
-    images = np.stack([load_image(digit_png(i)[0], MNIST_INPUT, Limits(10**6)) for i in indices])
+    images = np.stack([load_image(digit_png(i)[0], MNIST_INPUT, DecodeLimits(10**6)) for i in indices])
     tensor = triton.InferInput("images", list(images.shape), "FP32")
     tensor.set_data_from_numpy(images)
     result = triton_client.infer(DEFAULT_MODEL, [tensor])

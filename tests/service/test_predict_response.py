@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from samples import digit_png, spread_digits
 
-from service.schemas import PredictResponse
+from service.http.schemas import PredictResponse
 
 
 def _documented(body: dict) -> PredictResponse:

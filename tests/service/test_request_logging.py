@@ -10,7 +10,8 @@ import httpx
 from servers import ServerThread, metric, settings_for
 from starlette.requests import Request
 
-from service.errors import BurstLog, ServiceError
+from service.errors import ServiceError
+from service.http.errors import BurstLog
 
 
 class _CountLineSeen(logging.Handler):
@@ -29,7 +30,7 @@ def test_a_burst_of_like_errors_is_one_line_then_a_count(caplog):
     request = Request({"type": "http", "method": "POST", "path": "/predict", "headers": [], "query_string": b""})
     shed = ServiceError("the queue is full", code="queue_full", status=503)
     late = ServiceError("no answer in time", code="deadline_exceeded", status=504)
-    errors_log = logging.getLogger("service.errors")
+    errors_log = logging.getLogger("service.http.errors")
 
     async def burst() -> None:
         counted = asyncio.Event()
@@ -45,9 +46,9 @@ def test_a_burst_of_like_errors_is_one_line_then_a_count(caplog):
         finally:
             errors_log.removeHandler(watch)
 
-    with caplog.at_level(logging.WARNING, logger="service.errors"):
+    with caplog.at_level(logging.WARNING, logger="service.http.errors"):
         asyncio.run(burst())
-    lines = [r.getMessage() for r in caplog.records if r.name == "service.errors"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.http.errors"]
     first, other, count, again = lines[:4]
     assert "503 queue_full: the queue is full" in first and "504 deadline_exceeded" in other
     assert count == "499 more 503 queue_full in the last 0.2 s"

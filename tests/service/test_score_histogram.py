@@ -12,8 +12,8 @@ from servers import REPO
 from stand_in import metadata
 
 from modelfile import Calibration, read_metadata
-from service.metrics import Metrics
-from service.score_histogram import score_buckets
+from service.metrics.prometheus import Metrics
+from service.metrics.score_histogram import score_buckets
 
 BUNDLED = sorted((REPO / "models").glob("*.onnx"))
 

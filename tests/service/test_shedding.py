@@ -18,9 +18,9 @@ import httpx
 from samples import digit_png
 from servers import ServerProcess, ServerThread, metric, settings_for, wait_until
 
-from service.admission import QueueFull
-from service.metrics import Metrics
-from service.middleware import EarlyRefusal
+from service.http.refusals import EarlyRefusal
+from service.metrics.prometheus import Metrics
+from service.pipeline.admission import QueueFull
 
 
 def _post_digit(url: str) -> httpx.Response:

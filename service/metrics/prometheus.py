@@ -1,17 +1,11 @@
-"""Prometheus metrics. The names are a contract: alerts and dashboards in docker/ query them.
+"""The service's Prometheus metrics. The names are a contract: alerts and dashboards in docker/ query them.
 
-With several uvicorn workers, each worker is its own process with its own counters. When
-``PROMETHEUS_MULTIPROC_DIR`` is set (``python -m service`` sets it for ``workers > 1``),
-prometheus-client writes every value to a per-process file there and ``/metrics`` merges all
-workers' files, so a scrape that lands on any worker sees the whole service.
+With several workers ``/metrics`` merges every worker's values (service/metrics/workers.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 from prometheus_client import (
@@ -25,50 +19,14 @@ from prometheus_client import (
 )
 
 from modelfile import ModelMetadata
-from service.score_histogram import ScoreHistograms
+from service.metrics.score_histogram import ScoreHistograms
+from service.metrics.workers import drop_dead_workers, multiprocess_dir
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = tuple(float(2**i) for i in range(9))  # 1, 2, 4, ..., 256
-# oodserve_ood_score's buckets come with each model (service/score_histogram.py): scores differ by method.
+# oodserve_ood_score's buckets come with each model (service/metrics/score_histogram.py): scores differ by method.
 P_VALUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill()
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def drop_dead_workers(directory: str) -> None:
-    """Drop the live-only gauges (``livesum``/``livemax``) of worker processes that died.
-
-    A worker that exits normally drops its own (``Metrics.process_exiting``); one that is killed
-    cannot, and its last queue depth would be summed in for ever. uvicorn's supervisor replaces a
-    dead worker without telling anyone, so each scrape checks the pids in the file names.
-    Counters and histograms of dead workers stay: they are part of the service's totals.
-    """
-    pids = {int(m.group(1)) for p in Path(directory).glob("gauge_live*_*.db") if (m := _PID.search(p.name))}
-    for pid in pids:
-        if not pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):  # another worker's scrape was quicker
-                multiprocess.mark_process_dead(pid, directory)
-
-
-_PID = re.compile(r"_(\d+)\.db$")
 
 
 class Metrics:

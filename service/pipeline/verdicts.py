@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelfile import Calibration
-from service.metrics import ModelMetrics
+from modelfile import Calibration, signature
+from service.metrics.prometheus import ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ class Verdicts:
     ood_score: np.ndarray  # [n]
     is_ood: np.ndarray  # [n] bool
     p_value: np.ndarray  # [n]
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The verdicts as the contract's served tensors, by name (modelfile.signature)."""
+        return {
+            signature.PROBABILITIES.name: self.probabilities,
+            signature.OOD_SCORE.name: self.ood_score,
+            signature.IS_OOD.name: self.is_ood,
+        }
 
     def rows(self, start: int, stop: int) -> Verdicts:
         part = slice(start, stop)

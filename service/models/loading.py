@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from modelfile import InvalidModelFile
-from service.batcher import Batcher
-from service.metrics import Metrics, ModelMetrics
-from service.model_dir import ModelFile
-from service.registry import ServedModel
-from service.runtime import ModelRuntime
+from modelfile import InvalidModelFile, signature
+from service.metrics.prometheus import Metrics, ModelMetrics
+from service.models.directory import ModelFile
+from service.models.registry import ServedModel
+from service.models.runtime import ModelRuntime
+from service.pipeline.batcher import Batcher
+from service.pipeline.verdicts import Verdicts, judge
 from service.settings import Settings
-from service.verdicts import Verdicts, judge
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _inference_with_verdicts(
 
     def infer(images: np.ndarray) -> Verdicts:
         out = runtime.run(images)
-        return judge(name, calibration, metrics, out["probabilities"], out["ood_score"])
+        return judge(name, calibration, metrics, out[signature.PROBABILITIES.name], out[signature.OOD_SCORE.name])
 
     return infer
 

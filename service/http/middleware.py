@@ -5,31 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.draining import Drain
-from service.errors import BurstLog, ServiceError, UploadTooLarge, error_response
-from service.metrics import Metrics
+from service.errors import ServiceError, UploadTooLarge
+from service.http.draining import Drain
+from service.http.errors import BurstLog, error_response
+from service.http.refusals import RefusalCheck
+from service.http.request_ids import request_id, request_id_of
+from service.metrics.prometheus import Metrics
 
 log = logging.getLogger(__name__)
 
-# A refusal decided from the request line and headers alone (service/admission.py): the endpoint to
-# count it under (None: no route) and the error, or None to let the app handle the request.
-Refuse = Callable[[Scope], "tuple[str | None, ServiceError] | None"]
-
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer: not a server error
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class BodySizeLimit:
@@ -117,55 +110,6 @@ class DirectRoute:
         await response(scope, receive, send)
 
 
-class RequestIdLogFilter(logging.Filter):
-    """Puts the current request's id on every log record as ``request_id`` (``-`` outside requests)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
-
-class EarlyRefusal:
-    """Refusals decided from the request line alone, answered before the app runs at all.
-
-    ``python -m service``'s HTTP protocol asks :meth:`app_for` as soon as a request's head is parsed
-    and, for a refusal (a model whose queue is full), runs the small ASGI app it returns instead of
-    the service: no middleware stack, no request object, a response body built once per error. Under
-    overload refusing is most of what the server does, so its cost decides how much CPU is left for
-    the requests it accepts. The answer is the one ``RequestMetrics`` would give (JSON error,
-    Retry-After, X-Request-ID, counted in the request metrics); that path still refuses requests
-    under servers without the service's protocol.
-    """
-
-    def __init__(self, refuse: Refuse, metrics: Metrics, paths: set[str] | frozenset[str]):
-        self.refuse = refuse
-        self.metrics = metrics
-        self.paths = frozenset(p.encode() for p in paths)  # the only paths ``refuse`` can refuse
-        self.bursts = BurstLog()
-
-    def app_for(self, method: str, path: str, query_string: bytes) -> ASGIApp | None:
-        refusal = self.refuse({"type": "http", "method": method, "path": path, "query_string": query_string})
-        if refusal is None:
-            return None
-        endpoint, exc = refusal
-
-        async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-            started = time.perf_counter()
-            body = orjson.dumps({"error": {"code": exc.code, "message": exc.message}})
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", _request_id(scope).encode()),
-                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
-            ]
-            self.bursts.warning(Request(scope), exc)
-            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            self.metrics.observe_request(endpoint or "unmatched", "", exc.status, time.perf_counter() - started)
-
-        return refuse
-
-
 class BodyTimeout(ServiceError):
     status = 408
     code = "body_timeout"
@@ -174,8 +118,8 @@ class BodyTimeout(ServiceError):
 class RequestMetrics:
     """The outermost layer of every HTTP request: its id, its metrics, and what it came to.
 
-    - ``X-Request-ID``: the client's, if it is short and plain (letters, digits, ``._:@/+=-``), else a
-      new one; sent back in every response and put on the request's log lines.
+    - ``X-Request-ID`` (service/http/request_ids.py): sent back in every response and put on the
+      request's log lines.
     - Counts and times every request by route template, model and status. The route template
       (``/v2/models/{name}/infer``) keeps the label set bounded whatever paths clients invent; the
       model label is set by routes only once the name is known to be served.
@@ -183,30 +127,32 @@ class RequestMetrics:
       a server error. An unexpected exception is logged with its traceback and answered with 500.
     - The body must arrive within ``body_timeout_s`` of the request's start, else 408.
     - While the worker drains, responses say ``Connection: close`` so clients reconnect elsewhere.
-    - A request that ``refuse`` refuses from its line and headers (over the connection limit, a model
-      whose queue is full: service/admission.py) gets its 503 here: no routing, no body read, so
+    - A request that ``refusal`` refuses from its line and headers (over the connection limit, a model
+      whose queue is full: service/http/refusals.py) gets its 503 here: no routing, no body read, so
       refusing costs a fraction of what serving costs.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, refuse: Refuse):
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, refusal: RefusalCheck
+    ):
         self.app = app
         self.metrics = metrics
         self.drain = drain
         self.body_timeout_s = body_timeout_s
-        self.refuse = refuse
+        self.refusal = refusal
         self.bursts = BurstLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        rid = _request_id(scope)
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         outcome = _Outcome(receive, send, rid, self.drain, self.body_timeout_s)
         refused_endpoint = None
         try:
-            if (refusal := self.refuse(scope)) is not None:
-                refused_endpoint, exc = refusal
+            if (refused := self.refusal(scope)) is not None:
+                refused_endpoint, exc = refused
                 await self._refuse(scope, outcome, exc)
             else:
                 await self.app(scope, outcome.receive, outcome.send)
@@ -277,9 +223,3 @@ class _Outcome:
         response = error_response(Request(scope), 500, "server_error", f"internal error ({type(exc).__name__})")
         await response(scope, self.receive, self.send)
 
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return value.decode() if _VALID_REQUEST_ID.fullmatch(value) else uuid.uuid4().hex
-    return uuid.uuid4().hex

@@ -1,7 +1,7 @@
 """Decoding off the event loop, bounded in threads, in memory, in queue length and in time.
 
 Each image first has its header read on a decode thread (cheap), which gives the most memory its
-decode can take (:attr:`service.imaging.OpenedImage.cost`). A large image then waits, first come
+decode can take (:attr:`service.pipeline.imaging.OpenedImage.cost`). A large image then waits, first come
 first served, until that many bytes of the decode budget (``decode_memory_mb``) are free, decodes
 and gives the bytes back; an image costing more than the whole budget waits for all of it and
 decodes alone. Small images (at most 1/64 of the budget) decode without waiting for the budget, in
@@ -27,20 +27,20 @@ from typing import TypeVar
 import numpy as np
 
 from modelfile import InputSpec
-from service.deadline import Deadline
 from service.errors import DeadlineExceeded, Overloaded
-from service.imaging import Limits, decode, load_small_image, open_image
+from service.pipeline.deadline import Deadline
+from service.pipeline.imaging import DecodeLimits, decode, load_small_image, open_image
 
 T = TypeVar("T")
 
-# glibc's mallopt(M_MMAP_THRESHOLD, ...): allocations from this size up get their own mapping, which
-# free() hands back to the system at once. By default glibc raises the threshold after the first
-# such free, and decoded images (Pillow allocates them in 16 MiB blocks) then live in per-thread
-# arenas that keep freed memory for their own thread: the peak would grow with the decode threads.
 # An image whose decode costs at most 1/SMALL_SHARE of the budget decodes without waiting for it.
 SMALL_SHARE = 64
 INLINE_BYTES = 32 * 1024
 INLINE_COST = 384 * 1024  # imaging's fixed 256 KiB per decode plus ~128 KiB of pixels (RGB up to ~130x130)
+# glibc's mallopt(M_MMAP_THRESHOLD, ...): allocations from this size up get their own mapping, which
+# free() hands back to the system at once. By default glibc raises the threshold after the first
+# such free, and decoded images (Pillow allocates them in 16 MiB blocks) then live in per-thread
+# arenas that keep freed memory for their own thread: the peak would grow with the decode threads.
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 20
 
@@ -69,7 +69,7 @@ class DecodePool:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def load(self, data: bytes, spec: InputSpec, limits: Limits, deadline: Deadline) -> np.ndarray:
+    async def load(self, data: bytes, spec: InputSpec, limits: DecodeLimits, deadline: Deadline) -> np.ndarray:
         """Decode one image to ``spec`` before ``deadline``, within the budget."""
         if len(data) <= INLINE_BYTES:
             opened = open_image(data, spec, limits)

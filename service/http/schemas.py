@@ -1,6 +1,7 @@
 """Response bodies of the service's own endpoints, documented field by field in the OpenAPI schema.
 
-The Open Inference Protocol's bodies live with that protocol in ``service/v2protocol.py``.
+The Open Inference Protocol's bodies live with that protocol in ``service/http/v2_inference.py``, the error
+body and its documentation in ``service/http/errors.py``.
 """
 
 from __future__ import annotations
@@ -76,19 +77,6 @@ class Readiness(BaseModel):
     ready: bool = Field(description="true once every model file is loaded and warmed up")
     models: list[str] = Field(description="names of the loaded models")
     reason: str | None = Field(None, description="why the service is not ready")
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="machine-readable, e.g. `not_an_image`, `queue_full`")
-    message: str = Field(description="what was wrong, in words")
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict]:
-    return {status: {"model": ErrorResponse} for status in statuses}
 
 
 def inline_defs(schema: dict) -> dict:

@@ -2,7 +2,7 @@
 and the model files that should be served but are not, with why.
 
 Lookups (``get``) are for the routes; the changes (``install``, ``remove``, ``refuse``, ...) are
-for the model repository (service/repository.py), which decides what is served. Replacing or
+for the model sync (service/models/sync.py), which decides what is served. Replacing or
 removing a version takes it out of the lookup at once; the retired version keeps its batcher until
 the last request that looked it up has let go of it (it may still be decoding its images), so
 requests already on their way to the old version finish on it. Then its batcher drains and its
@@ -17,10 +17,10 @@ import weakref
 from dataclasses import dataclass
 
 from modelfile import ModelMetadata
-from service.batcher import Batcher
 from service.errors import ServiceError
-from service.model_dir import Origin
-from service.runtime import ModelRuntime
+from service.models.directory import Origin
+from service.models.runtime import ModelRuntime
+from service.pipeline.batcher import Batcher
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class ModelUnavailable(ServiceError):
 class ServedModel:
     def __init__(self, name: str, version: str, origin: Origin, runtime: ModelRuntime, batcher: Batcher):
         self.name = name  # the layout's: its directory in NAME/VERSION/, the metadata's for a flat file
-        self.version = version  # the repository's version (a positive whole number), not the metadata's
+        self.version = version  # the directory's version (a positive whole number), not the metadata's
         self.origin = origin
         self.runtime = runtime
         self.metadata: ModelMetadata = runtime.metadata
@@ -47,7 +47,7 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class Refusal:
+class RefusedFile:
     """A model file that failed the checks, and why (naming no filesystem path)."""
 
     source: str
@@ -65,7 +65,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._versions: dict[str, dict[str, ServedModel]] = {}
-        self._refused: dict[str, Refusal] = {}  # by source
+        self._refused: dict[str, RefusedFile] = {}  # by source
         self._files_found = 0
         self._loaded = False
         self._retiring: dict[int, Batcher] = {}
@@ -90,7 +90,7 @@ class ModelRegistry:
         """``name``'s served versions, newest first (none: an empty list)."""
         return newest_first(self._versions.get(name, {}))
 
-    def refusals(self, group: str | None = None) -> list[Refusal]:
+    def refused_files(self, group: str | None = None) -> list[RefusedFile]:
         """The refused files (of one layout name, or all), in the order they were refused."""
         return [r for r in self._refused.values() if group is None or r.group == group]
 
@@ -137,13 +137,13 @@ class ModelRegistry:
             )
         if not self._loaded:
             raise ModelUnavailable(f"model '{name}' is not loaded yet; the service is starting")
-        if why := [r.why for r in self.refusals(name)]:
+        if why := [r.why for r in self.refused_files(name)]:
             raise ModelUnavailable(f"model '{name}' failed to load: {'; '.join(why)}")
         if not self._versions:  # nothing is served at all: the deployment's fault, not the request's
             raise ModelUnavailable(f"model '{name}' is not served: {self.not_ready_reason() or 'no models loaded'}")
         raise ModelNotFound(f"unknown model '{name}'; served models: {', '.join(sorted(self._versions))}")
 
-    # --- changes, made by the model repository ----------------------------------------------------
+    # --- changes, made by the model sync ----------------------------------------------------------
 
     def install(self, served: ServedModel) -> ServedModel | None:
         """Serve ``served`` from now on; the version it replaces (returned) is retired."""
@@ -161,12 +161,12 @@ class ModelRegistry:
                 del self._versions[served.name]
             self._retire(served)
 
-    def refuse(self, refusal: Refusal) -> None:
-        self._refused[refusal.source] = refusal
+    def refuse(self, refused: RefusedFile) -> None:
+        self._refused[refused.source] = refused
 
-    def forget(self, refusal: Refusal) -> None:
+    def forget(self, refused: RefusedFile) -> None:
         """Let a refused file be tried again."""
-        self._refused.pop(refusal.source, None)
+        self._refused.pop(refused.source, None)
 
     def count_files(self, found: int) -> None:
         """What the latest full scan of the model directory found (none: not ready)."""

@@ -1,53 +1,32 @@
-"""The Open Inference Protocol (v2, KServe/Triton REST), including the binary tensor extension.
-
-Clients send the preprocessed ``images`` tensor (FP32 ``[N, C, H, W]`` in [0, 1]) and get back
-``probabilities`` (FP32 ``[N, K]``), ``ood_score`` (FP32 ``[N]``) and ``is_ood`` (BOOL ``[N]``).
-Tensors travel as JSON ``data`` or, as the stock ``tritonclient.http`` sends them by default, as
-raw little-endian bytes after the JSON header (``Inference-Header-Content-Length`` says where the
-JSON ends, ``parameters.binary_data_size`` how many bytes each tensor takes). Errors are
-``{"error": "..."}`` as the protocol says.
+"""The Open Inference Protocol's wire format for ``infer``: the request body (JSON, or JSON followed by
+raw tensor bytes, the binary tensor extension) -> the checked ``images`` tensor, and the verdicts -> the
+response body. The tensors' names, element types and shapes come from the contract (modelfile.signature);
+what is malformed is refused with :class:`V2Error` naming the problem.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelfile import INPUT_NAME, signature
-from service.admission import admit
-from service.deadline import Deadline
-from service.decodepool import DecodePool
-from service.errors import DeadlineExceeded, ServiceError
-from service.registry import ModelRegistry, ServedModel
-from service.schemas import inline_defs
-from service.settings import Settings
-
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+from service.errors import ServiceError
+from service.models.registry import ServedModel
 
 # The protocol's datatype names for the contract's element types.
 DATATYPES = {"float32": "FP32", "bool": "BOOL"}
 TENSORS = (*signature.SERVED, signature.IS_OOD)
 OUTPUTS = {t.name: DATATYPES[t.dtype] for t in TENSORS}
 _DTYPES = {t.name: t.dtype for t in TENSORS}
-
-
-def _described(tensor: signature.Tensor, sizes: dict[str, int]) -> TensorMetadata:
-    return TensorMetadata(name=tensor.name, datatype=DATATYPES[tensor.dtype], shape=list(tensor.shape(sizes)))
+INPUT_DATATYPE = DATATYPES[signature.IMAGES.dtype]
+_INPUT_DTYPE = np.dtype(signature.IMAGES.dtype).newbyteorder("<")
 HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def server_version() -> str:
-    try:
-        return version("oodserve")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class V2Error(ServiceError):
@@ -96,159 +75,10 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int] = Field(description="-1 marks the dynamic batch dimension")
+# --- decoding and encoding ---------------------------------------------------------------------
 
 
-class ModelMetadataResponse(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-
-
-class ServerMetadataResponse(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class Live(BaseModel):
-    live: bool
-
-
-class Ready(BaseModel):
-    ready: bool
-
-
-class ModelReady(BaseModel):
-    name: str
-    ready: bool
-
-
-_ERRORS = {
-    code: {"content": {"application/json": {"example": {"error": "what was wrong"}}}}
-    for code in (400, 404, 413, 503, 504)
-}
-
-
-# --- routes ------------------------------------------------------------------------------------
-
-
-def _registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
-
-
-def _model(request: Request, name: str, model_version: str | None = None) -> ServedModel:
-    served = _registry(request).get(name, model_version)
-    request.state.model = served.name
-    return served
-
-
-@router.get("", response_model=ServerMetadataResponse)
-async def server_metadata(request: Request) -> ServerMetadataResponse:
-    settings: Settings = request.app.state.settings
-    extensions = ["binary_tensor_data"] + (["model_repository"] if settings.model_repository_api else [])
-    return ServerMetadataResponse(name="oodserve", version=server_version(), extensions=extensions)
-
-
-@router.get("/health/live", response_model=Live)
-async def server_live() -> Live:
-    return Live(live=True)
-
-
-@router.get("/health/ready", response_model=Ready, responses={503: _ERRORS[503]})
-async def server_ready(request: Request) -> Ready:
-    registry = _registry(request)
-    if not registry.ready:
-        raise V2Error(f"not ready: {registry.not_ready_reason()}", status=503, code="not_ready")
-    return Ready(ready=True)
-
-
-@router.get("/models/{name}", response_model=ModelMetadataResponse, responses={404: _ERRORS[404]})
-@router.get(
-    "/models/{name}/versions/{model_version}", response_model=ModelMetadataResponse, responses={404: _ERRORS[404]}
-)
-async def model_metadata(request: Request, name: str, model_version: str | None = None) -> ModelMetadataResponse:
-    served = _model(request, name, model_version)
-    c, h, w = served.runtime.input_shape
-    sizes = {"batch": -1, "channels": c, "height": h, "width": w, "classes": len(served.metadata.classes)}
-    return ModelMetadataResponse(
-        name=served.name,
-        versions=[m.version for m in _registry(request).versions_of(served.name)],
-        platform="onnxruntime_onnx",
-        inputs=[_described(signature.IMAGES, sizes)],
-        outputs=[_described(t, sizes) for t in TENSORS],
-    )
-
-
-@router.get("/models/{name}/ready", response_model=ModelReady, responses={404: _ERRORS[404]})
-@router.get("/models/{name}/versions/{model_version}/ready", response_model=ModelReady, responses={404: _ERRORS[404]})
-async def model_ready(request: Request, name: str, model_version: str | None = None) -> ModelReady:
-    served = _model(request, name, model_version)
-    return ModelReady(name=served.name, ready=True)
-
-
-_INFER_DOC = {
-    "requestBody": {
-        "required": True,
-        "description": "JSON, or JSON followed by raw tensor bytes (binary tensor extension; set the "
-        f"`{HEADER_LENGTH}` header to the JSON's length)",
-        "content": {
-            "application/json": {"schema": inline_defs(InferenceRequest.model_json_schema())},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
-
-@router.post(
-    "/models/{name}/infer",
-    response_model=InferenceResponse,
-    openapi_extra=_INFER_DOC,
-    responses=_ERRORS,
-)
-@router.post(
-    "/models/{name}/versions/{model_version}/infer",
-    response_model=InferenceResponse,
-    openapi_extra=_INFER_DOC,
-    responses=_ERRORS,
-)
-async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
-    settings: Settings = request.app.state.settings
-    served = _model(request, name, model_version)
-    body = await request.body()
-    # The deadline starts once the body is in: a slow upload is the client's time, not the server's.
-    deadline = Deadline.after(settings.deadline_ms / 1000)
-    # Parsing megabytes of JSON numbers is CPU work: keep it off the event loop, like image decoding.
-    pool: DecodePool = request.app.state.decode_pool
-    infer_request, images = await pool.run(
-        _decode_request, deadline, body, request.headers.get(HEADER_LENGTH), served, settings.max_batch_size
-    )
-    wanted = _requested_outputs(infer_request)
-    client_timeout_s = _client_timeout_s(infer_request)
-    answer_by = deadline.capped(client_timeout_s)  # the client's own timeout counts from the same instant
-    try:
-        with admit(served.batcher, len(images)) as admitted:
-            verdicts = await served.batcher.submit(images, answer_by, admitted)
-    except DeadlineExceeded as e:
-        if answer_by is not deadline:
-            raise V2Error(
-                f"the request's own timeout expired (parameters.timeout = {client_timeout_s * 1e6:,.0f} µs) "
-                f"before model '{served.name}' answered",
-                code="client_timeout",
-                status=504,
-            ) from None
-        raise V2Error(e.message, code=e.code, status=e.status) from None
-
-    values = {"probabilities": verdicts.probabilities, "ood_score": verdicts.ood_score, "is_ood": verdicts.is_ood}
-    return _encode_response(served, infer_request.id, [(n, values[n], as_binary) for n, as_binary in wanted])
-
-
-def _client_timeout_s(req: InferenceRequest) -> float | None:
+def client_timeout_s(req: InferenceRequest) -> float | None:
     """Triton's per-request ``parameters.timeout`` (microseconds), in seconds; None when absent."""
     timeout_us = req.parameters.get("timeout")
     if timeout_us is None:
@@ -258,10 +88,7 @@ def _client_timeout_s(req: InferenceRequest) -> float | None:
     return timeout_us / 1e6
 
 
-# --- decoding and encoding ---------------------------------------------------------------------
-
-
-def _decode_request(
+def decode_request(
     body: bytes, header_length: str | None, served: ServedModel, max_batch_size: int
 ) -> tuple[InferenceRequest, np.ndarray]:
     infer_request, binary = _parse_body(body, header_length)
@@ -305,8 +132,8 @@ def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch
     if names != [INPUT_NAME]:
         raise V2Error(f"model '{served.name}' takes exactly one input '{INPUT_NAME}'; got {names}")
     tensor = req.inputs[0]
-    if tensor.datatype != "FP32":
-        raise V2Error(f"input '{INPUT_NAME}' must have datatype FP32, got {tensor.datatype!r}")
+    if tensor.datatype != INPUT_DATATYPE:
+        raise V2Error(f"input '{INPUT_NAME}' must have datatype {INPUT_DATATYPE}, got {tensor.datatype!r}")
     c, h, w = served.runtime.input_shape
     shape = tensor.shape
     if len(shape) != 4 or shape[1:] != [c, h, w] or not 1 <= shape[0] <= max_batch_size:
@@ -317,13 +144,14 @@ def _images(req: InferenceRequest, binary: bytes, served: ServedModel, max_batch
     count = math.prod(shape)
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
-        if size != count * 4:
+        if size != count * _INPUT_DTYPE.itemsize:
             raise V2Error(
-                f"input '{INPUT_NAME}': binary_data_size is {size} bytes; shape {shape} in FP32 takes {count * 4}"
+                f"input '{INPUT_NAME}': binary_data_size is {size} bytes; shape {shape} in {INPUT_DATATYPE} takes "
+                f"{count * _INPUT_DTYPE.itemsize}"
             )
         if len(binary) != size:
             raise V2Error(f"the body carries {len(binary)} bytes of binary tensor data; inputs declare {size}")
-        array = np.frombuffer(binary, dtype="<f4").astype(np.float32)
+        array = np.frombuffer(binary, dtype=_INPUT_DTYPE).astype(signature.IMAGES.dtype)
     elif tensor.data is not None:
         if binary:
             raise V2Error(f"the body carries {len(binary)} bytes of binary data but no input declares any")
@@ -354,10 +182,10 @@ def _numbers(data: Any) -> np.ndarray:
         raise V2Error(f"input '{INPUT_NAME}': 'data' is not a regular array of numbers ({e})") from None
     if raw.dtype.kind not in "fiu":
         raise V2Error(f"input '{INPUT_NAME}': 'data' must hold numbers, found {raw.dtype.kind!r}-kind values")
-    return raw.astype(np.float32).ravel()
+    return raw.astype(signature.IMAGES.dtype).ravel()
 
 
-def _requested_outputs(req: InferenceRequest) -> list[tuple[str, bool]]:
+def requested_outputs(req: InferenceRequest) -> list[tuple[str, bool]]:
     default_binary = bool(req.parameters.get("binary_data_output", False))
     if req.outputs is None:
         return [(name, default_binary) for name in OUTPUTS]
@@ -367,7 +195,7 @@ def _requested_outputs(req: InferenceRequest) -> list[tuple[str, bool]]:
     return [(o.name, bool(o.parameters.get("binary_data", default_binary))) for o in req.outputs]
 
 
-def _encode_response(
+def encode_response(
     served: ServedModel, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]]
 ) -> Response:
     described, chunks = [], []

@@ -1,5 +1,5 @@
-"""The model repository: keeps the registry equal to what the model directory holds and the version
-policy wants (service/model_dir.py), loading through service/loading.py.
+"""The model sync: keeps the registry equal to what the model directory holds and the version
+policy wants (service/models/directory.py), loading through service/models/loading.py.
 
 Of each model the newest ``model_versions`` versions that pass the checks are served; a request
 that names no version gets the newest one served. A version is loaded, checked and warmed up off
@@ -9,7 +9,7 @@ that fails leaves what was served before serving, and says why (log, ``/models``
 (size, mtime or inode).
 
 ``sync`` converges the registry on the directory: at startup, every ``model_poll_s`` seconds in
-poll mode, and for one model on the repository extension's ``load``. Each worker process has its
+poll mode, and for one model on model management's ``load`` (service/models/management.py). Each worker process has its
 own registry and converges on its own.
 """
 
@@ -21,21 +21,21 @@ import logging
 from collections.abc import Callable
 
 from modelfile import InvalidModelFile
-from service.loading import open_runtime, served_name, why_refused, wire
-from service.metrics import Metrics
-from service.model_dir import ModelFile, Origin, newest, scan
-from service.registry import ModelRegistry, Refusal, ServedModel
+from service.metrics.prometheus import Metrics
+from service.models.directory import ModelFile, Origin, newest, scan
+from service.models.loading import open_runtime, served_name, why_refused, wire
+from service.models.registry import ModelRegistry, RefusedFile, ServedModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class ModelRepository:
+class ModelSync:
     def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics):
         self.registry = registry
         self.settings = settings
         self._metrics = metrics
-        # Models unloaded through the repository extension -> the layout's names of their files, which
+        # Models unloaded through model management -> the layout's names of their files, which
         # polls leave alone until the model is loaded again.
         self._unloaded: dict[str, set[str]] = {}
         self._refused_stamps: dict[str, tuple[int, int, int]] = {}  # a refused file is retried once it changes
@@ -75,7 +75,7 @@ class ModelRepository:
             if only is None:
                 self.registry.count_files(len(files))
             in_scope = self._scope(only)
-            self._forget_refusals(files, in_scope, retry=only is not None)
+            self._forget_refused(files, in_scope, retry=only is not None)
             wanted = await self._load_wanted([f for f in files if in_scope(f.origin.group)])
             for served in self.registry.served():
                 if in_scope(served.origin.group) and served.origin not in wanted:
@@ -88,12 +88,12 @@ class ModelRepository:
         groups = {only} | {m.origin.group for m in self.registry.versions_of(only)}
         return lambda group: group in groups
 
-    def _forget_refusals(self, files: list[ModelFile], in_scope: Callable[[str], bool], *, retry: bool) -> None:
+    def _forget_refused(self, files: list[ModelFile], in_scope: Callable[[str], bool], *, retry: bool) -> None:
         on_disk = {f.origin.source: f.origin.stamp for f in files}
-        for refusal in self.registry.refusals():
-            changed = self._refused_stamps.get(refusal.source) != on_disk.get(refusal.source)
-            if in_scope(refusal.group) and (retry or changed):
-                self.registry.forget(refusal)
+        for refused in self.registry.refused_files():
+            changed = self._refused_stamps.get(refused.source) != on_disk.get(refused.source)
+            if in_scope(refused.group) and (retry or changed):
+                self.registry.forget(refused)
 
     async def _load_wanted(self, files: list[ModelFile]) -> set[Origin]:
         """Load the newest versions the policy wants, falling back past refused ones; their origins."""
@@ -136,7 +136,7 @@ class ModelRepository:
         return True
 
     def _refuse(self, f: ModelFile, why: str, *, unforeseen: bool = False) -> None:
-        self.registry.refuse(Refusal(f.origin.source, f.origin.group, why))
+        self.registry.refuse(RefusedFile(f.origin.source, f.origin.group, why))
         self._refused_stamps[f.origin.source] = f.origin.stamp
         self._metrics.model_loads.labels(f.origin.group, "refused").inc()
         keeps = "what was served before keeps serving" if self.registry.loaded else "the service stays NOT ready"
@@ -147,7 +147,7 @@ class ModelRepository:
         self._metrics.model_loads.labels(served.name, "unloaded").inc()
         log.info("unloading model '%s' version %s (%s): %s", served.name, served.version, served.origin.source, why)
 
-    # --- for the repository extension (service/repository_extension.py) ----------------------------
+    # --- for model management (service/models/management.py) ------------------------------------
 
     @property
     def unloaded_groups(self) -> set[str]:
@@ -167,5 +167,5 @@ class ModelRepository:
             for served in [m for m in self.registry.served() if name in (m.name, m.origin.group)]:
                 groups.add(served.origin.group)
                 self._unload(served, "unloaded through the repository API")
-            for refusal in self.registry.refusals(name):
-                self.registry.forget(refusal)
+            for refused in self.registry.refused_files(name):
+                self.registry.forget(refused)

@@ -1,6 +1,6 @@
 """``POST /predict``: uploaded images -> labels, OOD scores and the reject flag.
 
-One image's path is a straight line: read the upload -> admission (service/admission.py) -> decode
+One image's path is a straight line: read the upload -> admission (service/pipeline/admission.py) -> decode
 and resize on the decode pool -> the model's batcher -> response. A request the model's queue has
 no room for is refused (503 + Retry-After) by the request middleware before its body is read. The
 response is built as plain data and serialised once (orjson); ``PredictResponse`` documents it in
@@ -17,16 +17,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service import multipart
-from service.admission import admit
-from service.deadline import Deadline
-from service.decodepool import DecodePool
 from service.errors import ServiceError
-from service.imaging import FORMATS, ImageError, Limits
-from service.registry import ModelRegistry, ServedModel
-from service.schemas import PredictResponse, error_responses
-from service.settings import Settings
-from service.verdicts import Verdicts
+from service.http import multipart, state
+from service.http.errors import error_responses
+from service.http.schemas import PredictResponse
+from service.models.registry import ServedModel
+from service.pipeline.admission import admit
+from service.pipeline.deadline import Deadline
+from service.pipeline.imaging import FORMATS, DecodeLimits, ImageError
+from service.pipeline.verdicts import Verdicts
 
 router = APIRouter()
 
@@ -120,10 +119,9 @@ class Upload:
     summary="Classify images and flag the ones the model should not be trusted on",
 )
 async def predict(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    registry: ModelRegistry = request.app.state.registry
+    settings = state.settings(request)
     query = request.query_params
-    served = registry.get(query.get("model"), query.get("version"))
+    served = state.registry(request).get(query.get("model"), query.get("version"))
     request.state.model = served.name
     top_k = _top_k(query.get("top_k"), served)
     uploads = await _read_uploads(request, settings.max_files)
@@ -181,9 +179,9 @@ def _uploads_in(parts: list[multipart.Part]) -> list[Upload]:
 
 
 async def _decode(uploads: list[Upload], served: ServedModel, request: Request, deadline: Deadline) -> np.ndarray:
-    settings: Settings = request.app.state.settings
-    pool: DecodePool = request.app.state.decode_pool
-    limits = Limits(settings.max_pixels, settings.max_image_side, settings.max_aspect_ratio)
+    settings = state.settings(request)
+    pool = state.decode_pool(request)
+    limits = DecodeLimits(settings.max_pixels, settings.max_image_side, settings.max_aspect_ratio)
     spec = served.metadata.input
 
     async def one(i: int, upload: Upload) -> np.ndarray:

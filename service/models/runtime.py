@@ -41,7 +41,7 @@ class ModelRuntime:
         is really dynamic and the outputs have the shapes the metadata promises."""
         for n in sorted({1, max_batch_size}):
             try:
-                out = self.run(np.zeros((n, *self.input_shape), dtype=np.float32))
+                out = self.run(np.zeros((n, *self.input_shape), dtype=signature.IMAGES.dtype))
             except Exception as e:  # onnxruntime's own error types
                 raise InvalidModelFile(f"{self.path.name}: a batch of {n} images fails to run: {e}") from None
             try:

@@ -3,12 +3,12 @@
 Everything here assumes hostile input. Two steps, so that a caller can budget memory between them:
 
 - :func:`open_image` reads the header only: format, mode, size, each checked against the limits
-  before any pixel is decoded; :func:`decode_cost` then says how many bytes decoding will take.
+  before any pixel is decoded, and says how many bytes decoding will take (``OpenedImage.cost``).
 - :func:`decode` decodes and shrinks. The only full-size buffers are the decoded image and, for a
   few modes (palette, 1-bit, 16-bit), one converted copy; everything after ``Image.reduce`` is small
   (JPEG decodes at 1/2..1/8 scale in libjpeg itself). Decoding stops at the caller's deadline.
 
-Every decoding failure becomes an :class:`ImageError` that the app turns into a 4xx naming the problem.
+Every decoding failure becomes an :class:`ImageError`: a 4xx naming the problem.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from modelfile import InputSpec
 from modelfile.pixels import FORMATS, reduce_mode, reduction, to_array, to_input
-from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
+from service.pipeline.deadline import Deadline
 
 # Modes the decoder knows how to bring to L/RGB, and the bytes per pixel Pillow stores them in
 # (three-band images take four bytes a pixel in Pillow's memory).
@@ -30,7 +30,6 @@ _BYTES_PER_PIXEL = {
     "1": 1, "L": 1, "P": 1, "LA": 4, "La": 4, "PA": 4, "RGB": 4, "RGBA": 4, "RGBa": 4, "RGBX": 4,
     "CMYK": 4, "YCbCr": 4, "LAB": 4, "HSV": 4, "I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
 }  # fmt: skip
-# Modes Image.reduce cannot shrink, and what each slice of them is converted to first.
 # Bytes of a decode beyond the decoded pixels: per pixel, the one full-size copy a decode may make
 # (a conversion when no reduction applies); per row, Pillow's row pointers (8 bytes) for each of the
 # two images; per pixel of a JPEG file, libjpeg's coefficient buffers (2 bytes a sample, 3 samples),
@@ -59,7 +58,7 @@ class OpenedImage:
 
 
 @dataclass(frozen=True)
-class Limits:
+class DecodeLimits:
     """What an image's header may promise (settings ``max_pixels``, ``max_image_side``, ``max_aspect_ratio``)."""
 
     max_pixels: int
@@ -67,13 +66,13 @@ class Limits:
     max_aspect_ratio: float = float("inf")
 
 
-def load_image(data: bytes, spec: InputSpec, limits: Limits, deadline: Deadline | None = None) -> np.ndarray:
+def load_image(data: bytes, spec: InputSpec, limits: DecodeLimits, deadline: Deadline | None = None) -> np.ndarray:
     """Decode ``data`` and bring it to ``spec``: float32 ``[channels, height, width]`` in [0, 1]."""
     return decode(open_image(data, spec, limits), spec, deadline)
 
 
 def load_small_image(
-    data: bytes, spec: InputSpec, limits: Limits, small_bytes: int, deadline: Deadline | None = None
+    data: bytes, spec: InputSpec, limits: DecodeLimits, small_bytes: int, deadline: Deadline | None = None
 ) -> np.ndarray | OpenedImage:
     """:func:`load_image` if decoding costs at most ``small_bytes``, else the opened (undecoded) image.
 
@@ -84,7 +83,7 @@ def load_small_image(
     return decode(opened, spec, deadline) if opened.cost <= small_bytes else opened
 
 
-def open_image(data: bytes, spec: InputSpec, limits: Limits) -> OpenedImage:
+def open_image(data: bytes, spec: InputSpec, limits: DecodeLimits) -> OpenedImage:
     """Read and check the header; no pixel is decoded. JPEGs are set to decode at reduced scale."""
     if not data:
         raise ImageError(code="empty_image", message="the image is empty (0 bytes)")
@@ -168,7 +167,7 @@ def _format_by_signature(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
-def _check_header(im: Image.Image, limits: Limits) -> None:
+def _check_header(im: Image.Image, limits: DecodeLimits) -> None:
     width, height = im.size
     if width < 1 or height < 1:
         raise ImageError(code="corrupt_image", message=f"the image header says {width}x{height}")
@@ -199,8 +198,6 @@ def _check_header(im: Image.Image, limits: Limits) -> None:
         )
 
 
-
-
 def _check_finite(part: Image.Image, fmt: str | None) -> None:
     bad = int(np.count_nonzero(~np.isfinite(np.asarray(part))))
     if bad:
@@ -209,8 +206,6 @@ def _check_finite(part: Image.Image, fmt: str | None) -> None:
             message=f"the {fmt} image has pixel values that are NaN or infinite (at least {bad:,}); "
             "pixel values must be finite numbers",
         )
-
-
 
 
 def _reduce(im: Image.Image, spec: InputSpec, swapped: bool) -> Image.Image:
@@ -236,12 +231,3 @@ def _reduce(im: Image.Image, spec: InputSpec, swapped: bool) -> Image.Image:
     if "transparency" in im.info and mode == im.mode:
         out.info["transparency"] = im.info["transparency"]
     return out
-
-
-
-
-
-
-
-
-

@@ -9,7 +9,7 @@ full as the traffic allows. With ``wait_when_idle`` the oldest request always wa
 ``max_delay`` for a full batch (Triton's queue delay; tests use it to hold requests in the queue).
 
 - The queue is bounded (``max_queue`` images, queued and announced together). Whether a request
-  fits is service/admission.py's decision, which announces the images it lets in; :meth:`submit`
+  fits is service/pipeline/admission.py's decision, which announces the images it lets in; :meth:`submit`
   queues what it is given.
 - Every request has a deadline: past it the caller gets :class:`DeadlineExceeded` (504) and its
   images leave the queue, so nobody computes answers nobody waits for.
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.deadline import Deadline
 from service.errors import DeadlineExceeded, ServiceError
-from service.metrics import ModelMetrics
-from service.verdicts import Verdicts
+from service.metrics.prometheus import ModelMetrics
+from service.pipeline.deadline import Deadline
+from service.pipeline.verdicts import Verdicts
 
 log = logging.getLogger(__name__)
 

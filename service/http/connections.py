@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -34,19 +33,21 @@ import uvicorn.config
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from service.http import state
+from service.http.errors import error_body
+from service.http.refusals import OVER_CONNECTION_LIMIT
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # After refusing a request, read (and drop) what the client still sends before closing: closing with
 # unread data makes the kernel send a reset, and a reset makes the client discard our answer.
-OVER_CONNECTION_LIMIT = "oodserve.over_connection_limit"  # a scope key: the limit this request is over
 LINGER_S = 2.0
 LINGER_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
-class Limits:
+class ConnectionLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_header_bytes: int = 64 * 1024
@@ -70,26 +71,16 @@ class ServiceConfig(uvicorn.Config):
             log_config=_log_config(),
             **kwargs,
         )
-        self.limits = Limits(settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes)
+        self.limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_header_bytes)
 
 
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging, with the request id on its access lines (``[-]`` outside a request)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["filters"] = {"request_id": {"()": "service.middleware.RequestIdLogFilter"}}
+    config["filters"] = {"request_id": {"()": "service.http.request_ids.RequestIdLogFilter"}}
     config["handlers"]["access"]["filters"] = ["request_id"]
     config["formatters"]["access"]["fmt"] += " [%(request_id)s]"
     return config
-
-
-def _early_refusal(app: ASGIApp) -> Any:
-    """The service's ``app.state.early_refusal`` (service/middleware.py), under uvicorn's wrappers."""
-    for _ in range(8):  # uvicorn wraps the app in a middleware or two, each keeping it as `.app`
-        state = getattr(app, "state", None)
-        if state is not None:
-            return getattr(state, "early_refusal", None)
-        app = getattr(app, "app", None)
-    return None
 
 
 class _HeadTooLarge(Exception):
@@ -99,9 +90,9 @@ class _HeadTooLarge(Exception):
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
-        self.limits: Limits = getattr(config, "limits", Limits())
+        self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
         self._over_limit, self.limit_concurrency = self.limit_concurrency, None
-        self._early_refusal = _early_refusal(self.app)
+        self._early_refusal = state.early_refusal(self.app)
         self._head_bytes = 0  # bytes received since the last request's headers were complete
         self._head_size = 0  # the current request's line and headers, as parsed
         self._in_body = False
@@ -231,7 +222,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return  # answered already
         request_id = uuid.uuid4().hex
         log.info("%s: %d %s: %s [request_id=%s]", self._peer(), status, code, message, request_id)
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        body = error_body(code, message)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.append(name + b": " + value + b"\r\n")
