@@ -23,7 +23,7 @@ from modelfile import METADATA_KEY, InputSpec, read_metadata
 from modelfile.imagefolder import decode
 from modelfile.propsfile import replace_entry
 from modelfile.recalibrate import HOLDOUT, minimum_images
-from service.imaging import Limits, load_image
+from service.pipeline.imaging import DecodeLimits, load_image
 
 DIGITS = REPO / "models" / "mnist-acet-lenet.onnx"
 PHOTOS = REPO / "models" / "cifar10-acet-oe-fastnet.onnx"
@@ -195,4 +195,4 @@ def test_the_folder_is_decoded_exactly_as_the_service_decodes_an_upload(resize, 
     for name, data in _variety().items():
         with Image.open(io.BytesIO(data)) as im:
             ours = decode(im, spec)
-        np.testing.assert_array_equal(ours, load_image(data, spec, Limits(10**8)), err_msg=name)
+        np.testing.assert_array_equal(ours, load_image(data, spec, DecodeLimits(10**8)), err_msg=name)

@@ -17,7 +17,7 @@ from PIL import Image
 from servers import ServerThread, settings_for
 
 from modelfile import read_metadata
-from service.imaging import Limits, load_image
+from service.pipeline.imaging import DecodeLimits, load_image
 from training.checkpoint import build_model
 from training.checkpoint import load as load_checkpoint
 
@@ -60,7 +60,7 @@ def test_a_photo_jpeg_through_predict_is_scored_by_the_trained_model(served):
     assert list(p["probabilities"]) == list(CLASSES) and p["label"] in CLASSES
     # what the service decoded (RGB, 32x32) is what the checkpoint scores the same way
     spec = read_metadata(next(Path(server.settings.model_dir).glob("*.onnx"))).input
-    x = load_image(jpeg, spec, Limits(10**7))[None]
+    x = load_image(jpeg, spec, DecodeLimits(10**7))[None]
     assert x.shape == (1, 3, 32, 32) and not np.allclose(x[0, 0], x[0, 1])  # colour, not gray
     probs, score = torch_outputs(ckpt, x)
     assert p["label"] == CLASSES[int(probs[0].argmax())]
@@ -77,7 +77,7 @@ def test_the_same_jpeg_through_tritonclient_gives_the_predict_answer(served):
         meta = client.get_model_metadata(name)
         assert meta["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
         spec = read_metadata(next(Path(server.settings.model_dir).glob("*.onnx"))).input
-        x = load_image(jpeg, spec, Limits(10**7))[None]
+        x = load_image(jpeg, spec, DecodeLimits(10**7))[None]
         tensor = triton.InferInput("images", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
         result = client.infer(name, [tensor])
