@@ -74,7 +74,7 @@ def colour_kind(im) -> str:
 
 
 def decode(im, spec: InputSpec) -> np.ndarray:
-    """One opened image -> float32 ``[C, H, W]``, step for step as ``service.imaging.decode``."""
+    """One opened image -> float32 ``[C, H, W]``, step for step as ``service.pipeline.imaging.decode``."""
     if im.format == "JPEG":
         im.draft(None, (max(spec.width, spec.height),) * 2)
     im.load()

@@ -1,5 +1,5 @@
 """How a decoded image becomes the model's input: the metadata's ``input`` (``color_mode``, ``resize``, size)
-as code. The service's decoder (``service/imaging.py``, which adds the guards a server needs against hostile
+as code. The service's decoder (``service/pipeline/imaging.py``, which adds the guards a server needs against hostile
 uploads) and recalibration's folder reader (``modelfile/imagefolder.py``) both bring images to the model
 through these steps, so a threshold recalibrated on a folder describes what the service feeds the model.
 

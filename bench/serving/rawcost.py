@@ -3,7 +3,7 @@
     taskset -c 0 python -m bench.serving.rawcost MODEL.onnx IMAGE_FILE
 
 Prints JSON: microseconds per image of onnxruntime ``session.run`` (one intra-op thread, as the
-service runs it on one core) at batch 1, 8 and 32, and of ``service.imaging.load_image`` on the file.
+service runs it on one core) at batch 1, 8 and 32, and of ``service.pipeline.imaging.load_image`` on the file.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from service.models.runtime import ModelRuntime
-from service.pipeline.imaging import DecodeLimits as Limits
-from service.pipeline.imaging import load_image
+from service.pipeline.imaging import DecodeLimits, load_image
 
 
 def per_call(fn, seconds: float = 1.0) -> float:
@@ -37,7 +36,7 @@ def main() -> None:
     for n in (1, 8, 32):
         x = np.random.default_rng(0).random((n, *runtime.input_shape), dtype=np.float32)
         out[f"ort_us_per_image_b{n}"] = per_call(lambda x=x: runtime.run(x)) / n * 1e6
-    limits = Limits(50_000_000, 20_000, 100.0)
+    limits = DecodeLimits(50_000_000, 20_000, 100.0)
     out["load_image_us"] = per_call(lambda: load_image(image, spec, limits)) * 1e6
     print(json.dumps(out))
 

@@ -143,7 +143,7 @@ def test_queries_are_valid_promql(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboard_shows_what_the_issue_asks_for():
+def test_dashboard_shows_traffic_verdicts_latency_and_models():
     panels = _panels(_dashboard())
 
     def exprs_of(predicate) -> str:
