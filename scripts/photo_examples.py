@@ -46,7 +46,7 @@ def ready(url: str) -> bool:
 
 
 def main() -> None:
-    (model,) = [p.stem for p in sorted((ROOT / "models").glob("cifar10-*.onnx"))]
+    (model,) = [p.stem for p in sorted((ROOT / "models").glob("cifar10-*.onnx")) if not p.stem.endswith("-int8")]
     port = free_port()
     env = {**os.environ, "OODSERVE_MODEL_DIR": str(ROOT / "models"), "OODSERVE_HOST": "127.0.0.1",
            "OODSERVE_PORT": str(port)}

@@ -103,6 +103,11 @@ def to_int8(path: Path, images: np.ndarray) -> list[str]:
                 # MinMax keeps only each batch's per-tensor minimum and maximum, so all batches fit in memory.
                 # (CalibMaxIntermediateOutputs, meant to bound that memory, drops batches in onnxruntime 1.32.)
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                # 7-bit weights: x86 CPUs without AVX-512 VNNI multiply uint8 activations by int8 weights with
+                # vpmaddubsw, whose int16 pair sums saturate on full-range weights. The photo model quantized
+                # with 8-bit weights gave 61 % CIFAR-10 test error on an AVX2-only CPU (fp32: 10.3 %, label
+                # agreement 0.40); with reduce_range 10.4 %, agreement 0.98, score correlation 0.99.
+                reduce_range=True,
             )
     return keep_float
 
