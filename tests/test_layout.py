@@ -93,8 +93,8 @@ def test_training_and_the_service_meet_only_in_the_contract():
 
 def test_the_rooms_of_training_import_downwards():
     g = graph("training")
-    assert "training.loop" not in reachable(g, "training.export")
-    assert "training.checkpoint" in reachable(g, "training.export")
+    assert "training.run.loop" not in reachable(g, "training.export")
+    assert "training.run.checkpoint" in reachable(g, "training.export")
     assert not {m for m in reachable(g, "training.evaluation.evaluate") if m.startswith("training.export")}
     core = [m for m in g if m.count(".") == 1 and m not in ENTRY_POINTS
             and m not in ("training.export", "training.evaluation", "training.methods")]

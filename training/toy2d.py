@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
 from .config import TrainConfig
-from .loop import train
 from .methods import spec
+from .run import checkpoint
+from .run.loop import train
 
 VARIANTS = {"plain": spec("plain"), "CEDA": spec("acet", pgd_steps=0), "ACET": spec("acet", pgd_steps=20)}
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     t = time.perf_counter()
     nets = train_variants(args.runs, args.epochs, args.seed)
-    from .data import load
+    from .data.datasets import load
 
     train_split = load("moons", seed=args.seed).train
     plot(nets, (train_split.x.numpy(), train_split.y.numpy()), args.out)

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
-from training import data as datasets
+from training.data import datasets
 from training.export import export_checkpoint
 
 

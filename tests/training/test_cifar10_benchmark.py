@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from training import cli
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--budget", "cpu", "--epochs", "2", "--batch-size", "16", "--no-progress"]  # 72 train images: 4 steps/epoch

@@ -13,7 +13,7 @@ import pytest
 from cifar10_fixture import CLASSES, offline_env
 
 from modelfile import read_metadata
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 
 def zipped(files: Path, root: Path) -> Path:

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Registered before ``distributed`` registers its teardown, so (atexit runs last-in first-out) it looks
 # after the teardown, as late as Python code can. One DDP step: DDP's own imports are what used to pin the
-# group (see training.loop.distributed).
+# group (see training.run.loop.distributed).
 RANK_SCRIPT = """
 import atexit, os
 
@@ -28,9 +28,9 @@ def gloo_threads_at_exit():
 atexit.register(gloo_threads_at_exit)
 
 import torch
-from training.loop import distributed
+from training.run.loop import distributed
 
-def train():  # the model goes with the function, as in training.loop.train: a live DDP holds the group
+def train():  # the model goes with the function, as in training.run.loop.train: a live DDP holds the group
     distributed("cpu")
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
     model(torch.ones(4, 3)).sum().backward()

@@ -13,7 +13,7 @@ from pathlib import Path
 from cifar10_fixture import offline_env
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
-from training import data as datasets
+from training.data import datasets
 
 DIGITS = Path(__file__).resolve().parents[1] / "data" / "mnist-t10k-heldout"
 SETS = (f"imagefolder:{DIGITS}", "uniform", "noise", "textures", "scaled-noise", "adv-noise", "adv-samples")

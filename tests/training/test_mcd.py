@@ -20,14 +20,14 @@ from servers import ServerThread, settings_for
 from torch.nn import functional as F
 
 from modelfile import read_metadata
-from training import data as datasets
-from training import models
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.evaluation import ood_metrics
 from training.methods import build, spec
 from training.methods.mcd import MCD, MCDConfig, TwoHeads, discrepancy_loss
 from training.methods.plain import entropy
+from training.nets import models
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = REPO / "tests" / "data" / "mnist-t10k-heldout"

@@ -17,10 +17,10 @@ from servers import ServerThread, settings_for
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import cli, methods
-from training import data as datasets
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.methods.plain import Plain
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

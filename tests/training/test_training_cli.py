@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from interrupted import kill_after_line
 
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 PLAIN = ["--dataset", "mnist5k", "--model", "lenet", "--at-frac", "0", "--no-progress"]
 
@@ -68,8 +68,8 @@ def test_resume_is_bit_exact_with_an_uninterrupted_run(tmp_path):
     """2 epochs in one go == 1 epoch, then --resume for the 2nd: the RNG states (here ACET's noise and PGD
     starts) travel in the checkpoint. A constant learning rate keeps the two schedules alike."""
     from training.config import TrainConfig
-    from training.loop import train
     from training.methods import spec
+    from training.run.loop import train
 
     run = dict(dataset="mnist5k", model="lenet", method=spec("acet", at_frac=0.5, pgd_steps=1), batch_size=128,
                lr=0.05, lr_milestones=(), device="cpu", progress=False)

@@ -18,8 +18,8 @@ from servers import ServerThread, settings_for
 
 from modelfile import read_metadata
 from service.imaging import Limits, load_image
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 
 def chelsea_jpeg(width: int = 240) -> bytes:

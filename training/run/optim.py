@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 from .precision import Precision
 
 SCHEDULES = ("step", "triangle")

@@ -13,12 +13,12 @@ images are filled shapes (clothing), standing in for line drawings and handwriti
 in-distribution for digits, so it is never a default.
 
 The outlier-exposure families (opt-in; each image kept in [0, 1] as drawn):
-  fractal, dead-leaves, spectral  procedural images, no data needed (``training.procedural``)
+  fractal, dead-leaves, spectral  procedural images, no data needed (``training.data.procedural``)
   patch-shuffled                  training images cut into 4-16 px tiles, tiles shuffled: local
                                   statistics of the classes, no object
   blended                         two training images averaged (weight ~ U[0.35, 0.65]): two objects
                                   at once, neither one
-and real outlier images (``training.outliers``), given to ``noise_batch`` with the share of the
+and real outlier images (``training.data.outliers``), given to ``noise_batch`` with the share of the
 batch they fill.
 """
 
