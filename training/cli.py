@@ -109,8 +109,8 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
     )
 
 
-def main(method_name: str, argv: list[str] | None = None) -> None:
-    """Parse the flags of method ``method_name``, train, then export with ``--export``."""
+def parse(method_name: str, argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]:
+    """The flags of method ``method_name`` (a recipe's values as their defaults) and the method's spec."""
     cls = methods.cli_of(method_name)
     p = parser(cls.description or f"Train a classifier with the {method_name} method.",
                prog=f"python -m training {method_name}")
@@ -125,8 +125,14 @@ def main(method_name: str, argv: list[str] | None = None) -> None:
             methods.build(method_spec).with_score(args.score)  # refuse a score the method lacks before training
         except ValueError as e:
             p.error(f"--score: {e}")
+    return args, method_spec
+
+
+def main(method_name: str, argv: list[str] | None = None) -> None:
+    """Parse the flags of method ``method_name``, train, then export with ``--export``."""
+    args, method_spec = parse(method_name, argv)
     try:
-        runs = cls.runs(train_config(args, method_spec), args)
+        runs = methods.cli_of(method_name).runs(train_config(args, method_spec), args)
         for cfg in runs:
             ckpt = train(cfg)
         if runs[-1].export and is_main():

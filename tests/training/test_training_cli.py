@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from interrupted import kill_after_line
+from torchrun_ranks import torchrun
 
 from training.run.checkpoint import load as load_checkpoint
 
@@ -23,15 +24,11 @@ def env() -> dict[str, str]:
 
 
 def test_torchrun_two_cpu_ranks_stay_identical_and_write_one_checkpoint(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "training.acet", *PLAIN, "--max-steps", "6",
-         "--batch-size", "32", "--out", str(out)],
-        capture_output=True, text=True, env=env(), timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ranks in sync: True" in proc.stdout and "x2" in proc.stdout
+    run = torchrun(["-m", "training", "acet", *PLAIN, "--max-steps", "6", "--batch-size", "32", "--out", str(out)],
+                   tmp_path / "logs", env())
+    assert run.returncode == 0, run.failure()
+    assert "ranks in sync: True" in run.stdout[0] and "x2" in run.stdout[0]
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "tb"]
     assert load_checkpoint(out / "last.pt")["step"] == 6
 
