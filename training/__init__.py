@@ -11,8 +11,8 @@ every training default) and ``ranks`` (which process this is), and the commands 
 ``training.isomax``, ``training.mcd``: a registered method's name without its ``+``) runs the same command; no
 module holds it: the finder below answers those names with a few lines of code that call ``cli.main(METHOD)``,
 so a method's command exists as soon as the method is registered, and ``training/acet.py`` never stands
-beside ``training/methods/acet.py``. It answers ``training.evaluate``, the evaluation command's former name,
-with ``training.evaluation``'s command.
+beside ``training/methods/acet.py``. It answers ``training.evaluate``, a second name of the evaluation command
+that users' scripts call, by running ``python -m training.evaluation`` and saying so in one line on stderr.
 """
 
 from __future__ import annotations
@@ -22,25 +22,26 @@ import importlib.machinery
 import importlib.util
 import sys
 
-# commands known by another name: name -> the module whose ``main`` runs it
-RENAMED = {"evaluate": "training.evaluation"}
+# a command's second name, which users' scripts call -> (the command, the module whose ``main`` it is)
+SECOND_NAMES = {"evaluate": ("python -m training.evaluation", "training.evaluation.evaluate")}
 
 
 class CommandAliases(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
-    """Answers ``training.NAME`` for a method's command or a renamed command, after every real module: a module
+    """Answers ``training.NAME`` for a method's command or a command's second name, after every real module: a module
     of that name, were there one, wins."""
 
     def find_spec(self, fullname, path=None, target=None):
         package, _, name = fullname.rpartition(".")
         if package != __name__ or not name.isidentifier() or self.source(name) is None:
             return None
-        command = f"python -m {RENAMED[name]}" if name in RENAMED else f"python -m {__name__} {name}"
+        command = SECOND_NAMES[name][0] if name in SECOND_NAMES else f"python -m {__name__} {name}"
         return importlib.util.spec_from_loader(fullname, self, origin=command)  # argparse's program name
 
     def source(self, name: str) -> str | None:
-        if name in RENAMED:
-            return (f"import sys\n\nfrom {RENAMED[name]}.evaluate import main\n\nif __name__ == '__main__':\n"
-                    f"    print('note: this command is python -m {RENAMED[name]}', file=sys.stderr)\n    main()\n")
+        if name in SECOND_NAMES:
+            command, module = SECOND_NAMES[name]
+            return (f"import sys\n\nfrom {module} import main\n\nif __name__ == '__main__':\n"
+                    f"    print('note: this command is {command}', file=sys.stderr)\n    main()\n")
         method = method_commands().get(name)
         if method is None:
             return None

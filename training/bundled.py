@@ -299,7 +299,7 @@ def seen_in_training(row: str, method: dict) -> str:
 def _training_time(timed: float, untimed: int) -> str:
     if not timed:
         return "not recorded"
-    if untimed:  # checkpoints written before training.run.loop recorded train_seconds
+    if untimed:  # checkpoints that hold no train_seconds
         return f"{timed / 60:.1f} min, plus {untimed} stage(s) trained before times were recorded"
     return f"{timed / 60:.1f} min (every candidate, all stages)"
 

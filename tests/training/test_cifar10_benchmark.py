@@ -1,4 +1,4 @@
-"""bench/cifar10_benchmark.py resumes across sessions (issue 13): a finished stage is skipped (also from a
+"""bench/cifar10_benchmark.py resumes across sessions: a finished stage is skipped (also from a
 checkout elsewhere), an unfinished one resumes after its last epoch, a fine-tuning stage waits for its base,
 and a folder trained with other flags is refused. Its training stages, on the tiny CIFAR-10 fixture."""
 

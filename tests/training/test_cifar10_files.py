@@ -1,4 +1,4 @@
-"""``--dataset cifar10`` from CIFAR-10 as image files (issue 13, acceptance 1): the folder layout and the
+"""``--dataset cifar10`` from CIFAR-10 as image files: the folder layout and the
 same folders zipped as cifar10-jpg.zip train through the CLI; a missing data set is one clear paragraph."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The training commands as a user types them: ``python -m training METHOD``, its ``python -m training.METHOD``
-spelling, which no module file holds, and ``python -m training.evaluate``, the evaluation command's former name,
+spelling, which no module file holds, and ``python -m training.evaluate``, the evaluation command's second name,
 which runs ``python -m training.evaluation``."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_a_method_s_module_name_runs_the_one_training_command(module, method, ow
     assert not (REPO / Path(*module.split("."))).with_suffix(".py").exists()
 
 
-def test_the_evaluation_command_s_former_name_still_runs_it():
+def test_the_evaluation_command_s_second_name_runs_it():
     proc = run("training.evaluate", "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m training.evaluation ") and "--checkpoint" in proc.stdout

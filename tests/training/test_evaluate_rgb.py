@@ -1,4 +1,4 @@
-"""``python -m training.evaluation`` on an RGB resnet_small (issue 13, acceptance 4), run as a user runs it: it
+"""``python -m training.evaluation`` on an RGB resnet_small, run as a user runs it: it
 prints the test error, the share of in-distribution images the stored threshold rejects, and a row per OOD set
 (digits as 3-channel 32x32, textures, noise, scaled noise and the adversarial sets) that are the model's own."""
 

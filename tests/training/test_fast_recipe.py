@@ -1,5 +1,5 @@
 """The fast CIFAR-10 recipe's parts: the whitening layer, the schedule, lookahead across a kill and resume, and the
-network exported and served (issue 26). Short real runs on the tiny CIFAR-10 files of the conftest."""
+network exported and served. Short real runs on the tiny CIFAR-10 files of the conftest."""
 
 from __future__ import annotations
 

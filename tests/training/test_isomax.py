@@ -1,4 +1,4 @@
-"""IsoMax+ (issue 14): prototypes that learn, the exported OOD score chosen on validation data against
+"""IsoMax+: prototypes that learn, the exported OOD score chosen on validation data against
 training noise and stored in the metadata, and served probabilities a user can read as confidence."""
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def test_step_a_trains_the_extractor_with_both_heads_losses_as_in_the_paper():
 
     for g, want in zip(got, extractor_grads((model.head.f1, model.head.f2)), strict=True):
         torch.testing.assert_close(g, want)
-    # and F2's loss does reach E: F1's alone would give other gradients (the deviation issue 14 removed)
+    # and F2's loss does reach E: F1's alone would give other gradients (a deviation some re-implementations make)
     assert any(not torch.allclose(g, f1) for g, f1 in zip(got, extractor_grads((model.head.f1,)), strict=True))
 
 

@@ -60,7 +60,7 @@ def test_a_checkpoint_keeps_the_noise_families(tmp_path):
     stored = torch.load(path, weights_only=True)["method"]  # how training.run.checkpoint reads it
     assert build(stored).config.noise == ("blurred-uniform", "strokes")
     assert build(json.loads(json.dumps(stored))).config.noise == ("blurred-uniform", "strokes")  # ONNX metadata: a list
-    older = {k: v for k, v in spec("acet").items() if k != "noise"}  # written before the option existed
+    older = {k: v for k, v in spec("acet").items() if k != "noise"}  # a spec without the option
     assert build(older).config.noise == ("blurred-uniform", "blurred-permuted")
 
 

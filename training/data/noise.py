@@ -35,8 +35,8 @@ from .outliers import OutlierImages
 FAMILIES = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled",
             "blended")
 DEFAULT_FAMILIES = ("blurred-uniform", "blurred-permuted")
-# The blurred families' first names, which the OOD sets of raw noise share: specs stored before the rename hold them.
-FORMER_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
+# Short names of the blurred families, the names the OOD sets of raw noise have too; a stored spec may use them.
+SHORT_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
 SHARP_SHARE = 0.25  # of uniform / permuted images left unblurred
 
 
@@ -91,8 +91,8 @@ def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator |
 
 
 def check_families(names) -> tuple[str, ...]:
-    """``names`` as a tuple (former names replaced), or ValueError when it is empty or names an unknown family."""
-    names = tuple(FORMER_NAMES.get(n, n) for n in names)
+    """``names`` as a tuple (short names made full), or ValueError when it is empty or names an unknown family."""
+    names = tuple(SHORT_NAMES.get(n, n) for n in names)
     if not names or set(names) - set(FAMILIES):
         raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(names) or 'none'}")
     return names

@@ -1,4 +1,4 @@
-"""``python -m training.export --quantize int8`` (issue 29): the int8 file of a small real model is calibrated and
+"""``python -m training.export --quantize int8``: the int8 file of a small real model is calibrated and
 evaluated on itself, classifies and rejects like the float32 file through ``/predict`` and the v2 endpoint, and
 keeps the softmax, the OOD score, the head and the input-domain guard in float."""
 
