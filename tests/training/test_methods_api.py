@@ -78,9 +78,9 @@ def test_a_method_without_a_cli_of_its_own_has_the_shared_flags_and_is_in_the_us
     assert e.value.code == 0
     help_text = capsys.readouterr().out
     assert "the energy-toy method" in help_text and "--dataset" in help_text and "--export" in help_text
-    with pytest.raises(SystemExit) as e:
-        run_training_module(["--help"])
-    assert "energy-toy" in str(e.value.code) and "acet" in str(e.value.code)  # the usage line lists them all
+    run_training_module(["--help"])
+    usage = capsys.readouterr().out
+    assert "energy-toy" in usage and "acet" in usage  # the usage line lists them all
 
 
 def run_training_module(argv: list[str]) -> None:

@@ -120,7 +120,7 @@ def test_blended_images_are_convex_mixtures_of_two_training_images():
 
 
 def test_spectral_noise_has_a_falling_power_spectrum_and_dead_leaves_flat_regions():
-    from training.data.datasets import procedural
+    from training.data import procedural
 
     g = torch.Generator().manual_seed(0)
     x = procedural.spectral(64, (1, 32, 32), "cpu", g)
