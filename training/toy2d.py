@@ -4,6 +4,9 @@ Trains plain, CEDA and ACET MLPs on two moons scaled to [0, 1]^2 and draws their
 maps twice: on the data box and zoomed out to [-10, 10]^2. A plain ReLU net is piecewise affine, so
 far from the data its logits grow linearly and its confidence goes to 1 (Hein et al. 2019, Thm 3.1);
 noise training pushes that region further out.
+
+A command, so it sits at the top of ``training/`` beside ``bundled``: it composes the rooms (methods trained by
+the ``run`` room's loop on the ``data`` room's two moons) and belongs to none of them.
 """
 
 from __future__ import annotations
