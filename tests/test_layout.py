@@ -99,16 +99,16 @@ TRAINING_SHARED = {"training.config", "training.ranks"}
 TRAINING_COMMANDS = {"training", "training.__main__", "training.cli", "training.bundled", "training.toy2d"}
 
 
-def room_of(module: str) -> str | None:
+def training_room_of(module: str) -> str | None:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in TRAINING_ROOMS else None
 
 
 def test_training_is_rooms_one_level_deep():
     g = graph("training")
-    outside = {m for m in g if room_of(m) is None}
+    outside = {m for m in g if training_room_of(m) is None}
     assert outside == TRAINING_SHARED | TRAINING_COMMANDS
-    assert not [m for m in g if room_of(m) and m.count(".") > 2], "a room holds modules, not more rooms"
+    assert not [m for m in g if training_room_of(m) and m.count(".") > 2], "a room holds modules, not more rooms"
     for room in TRAINING_ROOMS:
         assert ast.get_docstring(ast.parse((REPO / "training" / room / "__init__.py").read_text())), room
 
@@ -116,10 +116,10 @@ def test_training_is_rooms_one_level_deep():
 def test_each_room_of_training_imports_only_itself_and_the_rooms_before_it():
     g = graph("training")
     for m, targets in g.items():
-        if (room := room_of(m)) is None:
+        if (room := training_room_of(m)) is None:
             continue
         allowed = set(TRAINING_ROOMS[: TRAINING_ROOMS.index(room) + 1])
-        wrong = {n for n in targets if n.startswith("training.") and room_of(n) not in allowed
+        wrong = {n for n in targets if n.startswith("training.") and training_room_of(n) not in allowed
                  and n not in TRAINING_SHARED}
         assert not wrong, (m, wrong)
 

@@ -114,7 +114,7 @@ def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None 
     families = check_families(families)
     counts = dict(zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))],
                       strict=True))
-    # the first families of the library's first version, drawn and rescaled exactly as then
+    # the classic families are rescaled together, as one batch: the noise every trained run and test saw
     classic = [_draw(f, k, images, generator) for f, k in counts.items() if f in CLASSIC]
     if classic:
         parts.append(rescale(torch.cat(classic)))
