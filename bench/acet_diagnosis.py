@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training import data as datasets  # noqa: E402
-from training.attacks import max_log_confidence, pgd  # noqa: E402
-from training.checkpoint import build_model, data_splits  # noqa: E402
-from training.checkpoint import load as load_checkpoint  # noqa: E402
-from training.noise import noise_batch  # noqa: E402
+from training.data import datasets  # noqa: E402
+from training.data.noise import noise_batch  # noqa: E402
+from training.methods.attacks import max_log_confidence, pgd  # noqa: E402
+from training.run.checkpoint import build_model, data_splits  # noqa: E402
+from training.run.checkpoint import load as load_checkpoint  # noqa: E402
 
 N = 512
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ood_benchmark import METHODS, Method, export_one, log, machine, paper_comparison  # noqa: E402
 from training import cli  # noqa: E402
-from training.data import DatasetUnavailable  # noqa: E402
+from training.data.datasets import DatasetUnavailable  # noqa: E402
 from training.evaluation import evaluate as ev_mod  # noqa: E402
 from training.evaluation import ood_sets  # noqa: E402
 
@@ -174,7 +174,7 @@ def recipe(argv: list[str]) -> list[str]:
 def slim(ckpt_path: Path) -> None:
     """A finished stage keeps its weights, not the optimiser's state (only a resume needs that): half the bytes
     committed."""
-    from training import checkpoint
+    from training.run import checkpoint
 
     ckpt = checkpoint.load(ckpt_path)
     checkpoint.save({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.serving.models import resnet_small  # noqa: E402
 from modelfile import open_session, read_metadata  # noqa: E402
-from training import data as datasets  # noqa: E402
-from training.checkpoint import load as load_checkpoint  # noqa: E402
+from training.data import datasets  # noqa: E402
 from training.evaluation.scorers import session_outputs  # noqa: E402
+from training.run.checkpoint import load as load_checkpoint  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, run: Path) -> list[str]:
@@ -89,7 +89,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--recipe", default="fast", help="a training.recipes name")
+    p.add_argument("--recipe", default="fast", help="a training.run.recipes name")
     p.add_argument("--epochs", type=int, default=None, help="the recipe's epochs unless given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="run and result name (default: the recipe's)")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.checkpoint import load as load_checkpoint  # noqa: E402
+from training.run.checkpoint import load as load_checkpoint  # noqa: E402
 
 WALLPAPERS = "wallpapers.zip"  # under --data-root
 HELD_OUT = ("palapeli-data", "ukui-wallpapers", "sway-backgrounds", "xfdesktop4-data")  # never trained on

@@ -264,9 +264,9 @@ def checks(results: dict[str, dict[str, dict]]) -> list[str]:
 def other_scores(ckpt: Path, onnx: Path | None, ind: InDist, args: argparse.Namespace) -> dict[str, dict]:
     """For a method with several OOD scores: the same checkpoint exported with each score the file does not
     compute, scored on the non-adversarial sets (``{score: {"n_id", "sets"}}``); empty for other methods."""
-    from training import checkpoint
     from training.export import export_checkpoint
     from training.methods import build
+    from training.run import checkpoint
 
     options = build(checkpoint.load(ckpt)["config"]["method"]).score_options
     if not options or onnx is None:

@@ -32,13 +32,14 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from training import methods, models
-from training.checkpoint import load as load_checkpoint
+from training import methods
 from training.config import TrainConfig
-from training.data import DatasetInfo
-from training.loop import train
-from training.precision import Precision
-from training.recipes import RECIPES
+from training.data.datasets import DatasetInfo
+from training.nets import models
+from training.run.checkpoint import load as load_checkpoint
+from training.run.loop import train
+from training.run.precision import Precision
+from training.run.recipes import RECIPES
 
 RECIPE_OF = {"fastnet": "fast", "fastnet_relu": "fast", "fastnet_wide": "fast-long", "resnet_small": "paper"}
 
@@ -121,7 +122,7 @@ def main() -> None:
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--at-frac", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", action="store_true", help="mixed precision (training.precision)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (training.run.precision)")
     p.add_argument("--networks", default=None, metavar="A,B",
                    help="instead: bare step vs training loop per network and precision on CIFAR-10 (--data-root)")
     p.add_argument("--data-root", default="../shared/data", help="with --networks: where CIFAR-10 is")

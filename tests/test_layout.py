@@ -1,7 +1,8 @@
 """The shape of the code (docs/architecture.md: imports form a tree, small functions and modules), checked by
 reading the source: training -> modelfile <- service and nothing else between them, no cycle anywhere,
-export never reaches the loop, evaluation never reaches export, the service and its tests never import
-training or torch, and importing the contract pulls in neither torch nor onnxruntime."""
+training's rooms one level deep, each importing only the rooms before it, export never reaches the loop, the
+service and its tests never import training or torch, and importing the contract pulls in neither torch nor
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -91,19 +92,52 @@ def test_training_and_the_service_meet_only_in_the_contract():
     assert {(a, b) for a, b in edges if a != b} == {("training", "modelfile"), ("service", "modelfile")}
 
 
-def test_the_rooms_of_training_import_downwards():
+# training's rooms, each importing only itself and the rooms before it; beside them, what every room reads and the
+# commands that compose the rooms.
+TRAINING_ROOMS = ("data", "nets", "methods", "run", "evaluation", "export")
+TRAINING_SHARED = {"training.config", "training.ranks"}
+TRAINING_COMMANDS = {"training", "training.__main__", "training.cli", "training.bundled", "training.toy2d"}
+
+
+def training_room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in TRAINING_ROOMS else None
+
+
+def test_training_is_rooms_one_level_deep():
     g = graph("training")
-    assert "training.loop" not in reachable(g, "training.export")
-    assert "training.checkpoint" in reachable(g, "training.export")
-    assert not {m for m in reachable(g, "training.evaluation.evaluate") if m.startswith("training.export")}
-    core = [m for m in g if m.count(".") == 1 and m not in ENTRY_POINTS
-            and m not in ("training.export", "training.evaluation", "training.methods")]
-    assert not {(m, n) for m in core for n in g[m] if n.startswith(("training.export", "training.evaluation"))}
+    outside = {m for m in g if training_room_of(m) is None}
+    assert outside == TRAINING_SHARED | TRAINING_COMMANDS
+    assert not [m for m in g if training_room_of(m) and m.count(".") > 2], "a room holds modules, not more rooms"
+    for room in TRAINING_ROOMS:
+        assert ast.get_docstring(ast.parse((REPO / "training" / room / "__init__.py").read_text())), room
 
 
-# The commands: `python -m training METHOD` and its aliases, the bundled models, the shared CLI.
-ENTRY_POINTS = {"training.__main__", "training.acet", "training.isomax", "training.mcd", "training.bundled",
-                "training.cli"}
+def test_each_room_of_training_imports_only_itself_and_the_rooms_before_it():
+    g = graph("training")
+    for m, targets in g.items():
+        if (room := training_room_of(m)) is None:
+            continue
+        allowed = set(TRAINING_ROOMS[: TRAINING_ROOMS.index(room) + 1])
+        wrong = {n for n in targets if n.startswith("training.") and training_room_of(n) not in allowed
+                 and n not in TRAINING_SHARED}
+        assert not wrong, (m, wrong)
+
+
+def test_what_every_training_room_reads_imports_no_room():
+    g = graph("training")
+    assert not {(m, n) for m in TRAINING_SHARED for n in g[m] if n not in TRAINING_SHARED}
+
+
+def test_export_reads_checkpoints_never_the_loop():
+    g = graph("training")
+    assert "training.run.loop" not in reachable(g, "training.export")
+    assert "training.run.checkpoint" in reachable(g, "training.export")
+
+
+def test_a_method_command_is_no_module_beside_the_method():
+    methods = {p.stem for p in (REPO / "training" / "methods").glob("*.py")} - {"__init__"}
+    assert not {p.stem for p in (REPO / "training").glob("*.py")} & methods
 
 
 def test_importing_the_contract_pulls_in_neither_torch_nor_onnxruntime():

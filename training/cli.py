@@ -1,4 +1,5 @@
-"""The training command every entry point is: ``python -m training.acet|isomax|mcd`` call ``main(NAME)``.
+"""The training command: ``python -m training METHOD`` (and ``python -m training.METHOD``, see ``training``) call
+``main(METHOD)``.
 
 Flags shared by every method, then the method's own (its ``Cli`` companion's ``add_options``), which
 turn them into its spec and into the runs of the shared loop it needs (MCD: two); then, with ``--export``, the
@@ -9,26 +10,26 @@ one line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from dataclasses import fields
 
 from . import methods
-from .checkpoint import UnreadableCheckpoint
-from .config import TrainConfig
-from .data import DATASET_NAMES, DatasetUnavailable
-from .loop import train
-from .models import ARCHITECTURES
-from .optim import SCHEDULES
-from .recipes import RECIPES
-
-DEFAULT_LR = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, "fastnet": 0.75, "fastnet_relu": 0.75,
-              "fastnet_wide": 0.65, "fastnet_wide_relu": 0.65}
+from .config import LR_BY_MODEL, TrainConfig
+from .data.datasets import DATASET_NAMES, DatasetUnavailable
+from .nets.models import ARCHITECTURES
+from .ranks import is_main
+from .run.checkpoint import UnreadableCheckpoint
+from .run.loop import train
+from .run.optim import SCHEDULES
+from .run.recipes import RECIPES
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The flags every method shares; their defaults are ``TrainConfig``'s."""
+def parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags every method shares; their defaults are ``TrainConfig``'s fields (``lr``'s: None, the model's)."""
     d = TrainConfig()
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    lr_default = next(f.default for f in fields(TrainConfig) if f.name == "lr")  # None; d.lr is the model's
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=d.dataset,
                    help=f"one of {', '.join(DATASET_NAMES)}, or imagefolder:PATH (PATH/train, PATH/test)")
@@ -38,16 +39,16 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="share of the training data held out (seeded) for validation and threshold calibration")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--recipe", default=d.recipe, choices=tuple(RECIPES),
-                   help="a named recipe (training.recipes): the defaults of every flag below it names; flags given "
+                   help="a named recipe (training.run.recipes): the defaults of every flag below it names; flags given "
                         "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~23 min for CIFAR-10 on "
                         "2 cores); fast-long: fastnet_wide, 24 epochs; paper: resnet_small, 100 epochs")
     g.add_argument("--model", default=d.model, choices=ARCHITECTURES, help="architecture")
     g.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimiser steps in total")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="clean images per step and rank")
-    g.add_argument("--lr", type=float, default=None,
-                   help="SGD learning rate (the peak of --lr-schedule) "
-                        f"(default by model: {', '.join(f'{k} {v}' for k, v in DEFAULT_LR.items())})")
+    g.add_argument("--lr", type=float, default=lr_default,
+                   help="SGD learning rate (the peak of --lr-schedule); None: the model's "
+                        f"({', '.join(f'{k} {v}' for k, v in LR_BY_MODEL.items())})")
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d.nesterov, help="Nesterov momentum")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
@@ -98,7 +99,7 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
     name = f"{label}-{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}"
     return TrainConfig(
         dataset=args.dataset, data_root=args.data_root, model=args.model, method=method_spec, epochs=args.epochs,
-        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[args.model],
+        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
         warmup=args.warmup, bias_lr_scale=args.bias_lr_scale, label_smoothing=args.label_smoothing,
         lookahead=args.lookahead, translate=args.translate, pad_mode=args.pad_mode, flip=args.flip, cutout=args.cutout,
@@ -108,10 +109,11 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
     )
 
 
-def main(method_name: str, argv: list[str] | None = None) -> None:
-    """Parse the flags of method ``method_name``, train, then export with ``--export``."""
+def parse(method_name: str, argv: list[str] | None = None) -> tuple[argparse.Namespace, dict]:
+    """The flags of method ``method_name`` (a recipe's values as their defaults) and the method's spec."""
     cls = methods.cli_of(method_name)
-    p = parser(cls.description or f"Train a classifier with the {method_name} method.")
+    p = parser(cls.description or f"Train a classifier with the {method_name} method.",
+               prog=f"python -m training {method_name}")
     cls.add_options(p)
     chosen, _ = p.parse_known_args(argv)
     if chosen.recipe:  # the recipe's values become the defaults, so flags given on the command line still win
@@ -123,11 +125,17 @@ def main(method_name: str, argv: list[str] | None = None) -> None:
             methods.build(method_spec).with_score(args.score)  # refuse a score the method lacks before training
         except ValueError as e:
             p.error(f"--score: {e}")
+    return args, method_spec
+
+
+def main(method_name: str, argv: list[str] | None = None) -> None:
+    """Parse the flags of method ``method_name``, train, then export with ``--export``."""
+    args, method_spec = parse(method_name, argv)
     try:
-        runs = cls.runs(train_config(args, method_spec), args)
+        runs = methods.cli_of(method_name).runs(train_config(args, method_spec), args)
         for cfg in runs:
             ckpt = train(cfg)
-        if runs[-1].export and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone exports
+        if runs[-1].export and is_main():
             from .export import export_checkpoint
 
             export_checkpoint(ckpt, runs[-1].export, score=args.score)

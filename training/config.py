@@ -1,4 +1,11 @@
-"""One training run, as plain data: what the CLI builds, the loop runs and the checkpoint stores."""
+"""One training run, as plain data: what the CLI builds, the loop runs and the checkpoint stores.
+
+The field defaults are the one source of every training default: the command's flags default to them
+(``training.cli``) and the ``paper`` recipe is them (``training.run.recipes``). They are the ACET paper's
+training (Hein et al., CVPR 2019): resnet_small, SGD with momentum at batch 128, lr divided by 10 at 50/75/90 %
+of the steps, fp32. This module sits beside the rooms, not in ``run/``, because methods read it too
+(``Cli.runs`` turns one config into the runs a method needs) and the ``run`` room reads the methods.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ class TrainConfig:
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float | None = None  # None: the architecture's (LR_BY_MODEL)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_milestones: tuple[float, ...] = (0.5, 0.75, 0.9)
@@ -25,12 +32,12 @@ class TrainConfig:
     lr_end: float = 0.07  # ... then falling to lr x lr_end at the last step
     bias_lr_scale: float = 1.0  # BatchNorm biases train at lr x this (their weight decay divided by it)
     label_smoothing: float = 0.0
-    lookahead: int = 0  # pull toward a slow copy of the weights every N steps (training.lookahead); 0: off
+    lookahead: int = 0  # pull toward a slow copy of the weights every N steps (training.run.lookahead); 0: off
     translate: int = 4  # augmentation: random shifts of up to N pixels ...
     pad_mode: str = "constant"  # ... filling the border with zeros, or by reflection ("reflect")
     flip: str = "random"  # "random": each image flipped with p 1/2; "alternating": flipped every other epoch
     cutout: int = 0  # augmentation: a random square of this side set to grey in each training image; 0: off
-    recipe: str | None = None  # the named recipe (training.recipes) the run started from, for the record
+    recipe: str | None = None  # the named recipe (training.run.recipes) the run started from, for the record
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -41,3 +48,15 @@ class TrainConfig:
     export: str | None = None  # the CLI exports the final checkpoint here once training is done
     init_from: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            if self.model not in LR_BY_MODEL:
+                raise ValueError(f"no learning rate known for model {self.model!r}: give lr")
+            self.lr = LR_BY_MODEL[self.model]
+
+
+# The SGD learning rate each architecture trains at unless a flag or a recipe names one: its peak under the
+# triangle schedule, its start under the step schedule.
+LR_BY_MODEL = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, "fastnet": 0.75,
+               "fastnet_relu": 0.75, "fastnet_wide": 0.65, "fastnet_wide_relu": 0.65}

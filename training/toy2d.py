@@ -4,6 +4,9 @@ Trains plain, CEDA and ACET MLPs on two moons scaled to [0, 1]^2 and draws their
 maps twice: on the data box and zoomed out to [-10, 10]^2. A plain ReLU net is piecewise affine, so
 far from the data its logits grow linearly and its confidence goes to 1 (Hein et al. 2019, Thm 3.1);
 noise training pushes that region further out.
+
+A command, so it sits at the top of ``training/`` beside ``bundled``: it composes the rooms (methods trained by
+the ``run`` room's loop on the ``data`` room's two moons) and belongs to none of them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
 from .config import TrainConfig
-from .loop import train
 from .methods import spec
+from .run import checkpoint
+from .run.loop import train
 
 VARIANTS = {"plain": spec("plain"), "CEDA": spec("acet", pgd_steps=0), "ACET": spec("acet", pgd_steps=20)}
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     t = time.perf_counter()
     nets = train_variants(args.runs, args.epochs, args.seed)
-    from .data import load
+    from .data.datasets import load
 
     train_split = load("moons", seed=args.seed).train
     plot(nets, (train_split.x.numpy(), train_split.y.numpy()), args.out)

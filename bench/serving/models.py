@@ -43,10 +43,10 @@ def resnet_small(cache: Path) -> Path:
 
     from modelfile import InputSpec, ModelMetadata, write_metadata
     from service.models.runtime import ModelRuntime
-    from training import models
-    from training.data import DatasetInfo
+    from training.data.datasets import DatasetInfo
     from training.export import to_onnx
     from training.methods.plain import Plain
+    from training.nets import models
 
     torch.manual_seed(0)
     classes = tuple(f"class{i}" for i in range(10))

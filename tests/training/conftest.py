@@ -10,8 +10,8 @@ import pytest
 from cifar10_fixture import write_cifar10_files
 
 from training.config import TrainConfig
-from training.loop import train
 from training.methods import spec
+from training.run.loop import train
 
 
 def run(tmp: Path, name: str, method: dict, **overrides) -> Path:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.attacks import max_log_confidence, pgd
-from training.data import DatasetInfo
-from training.models import build
+from training.data.datasets import DatasetInfo
+from training.methods.attacks import max_log_confidence, pgd
+from training.nets.models import build
 
 
 class Wrapper(nn.Module):

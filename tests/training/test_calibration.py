@@ -1,4 +1,4 @@
-"""The reject threshold keeps its promise (issue 14): on held-out in-distribution images exchangeable with
+"""The reject threshold keeps its promise: on held-out in-distribution images exchangeable with
 the calibration split, the stored threshold rejects about 1 - tpr of them, the metadata reports what it
 rejects, and the conformal p-values are uniform."""
 
@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
-from training import data as datasets
+from training.data import datasets
 from training.export import export_checkpoint
 
 

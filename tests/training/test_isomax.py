@@ -1,4 +1,4 @@
-"""IsoMax+ (issue 14): prototypes that learn, the exported OOD score chosen on validation data against
+"""IsoMax+: prototypes that learn, the exported OOD score chosen on validation data against
 training noise and stored in the metadata, and served probabilities a user can read as confidence."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from servers import ServerThread, settings_for
 from torch.nn import functional as F
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
-from training import data as datasets
-from training import models
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.export import export_checkpoint
 from training.methods import build, spec
 from training.methods.isomax import SCORES
+from training.nets import models
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = REPO / "tests" / "data" / "mnist-t10k-heldout"

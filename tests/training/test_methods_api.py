@@ -17,10 +17,10 @@ from servers import ServerThread, settings_for
 
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import cli, methods
-from training import data as datasets
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.methods.plain import Plain
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,9 +78,9 @@ def test_a_method_without_a_cli_of_its_own_has_the_shared_flags_and_is_in_the_us
     assert e.value.code == 0
     help_text = capsys.readouterr().out
     assert "the energy-toy method" in help_text and "--dataset" in help_text and "--export" in help_text
-    with pytest.raises(SystemExit) as e:
-        run_training_module(["--help"])
-    assert "energy-toy" in str(e.value.code) and "acet" in str(e.value.code)  # the usage line lists them all
+    run_training_module(["--help"])
+    usage = capsys.readouterr().out
+    assert "energy-toy" in usage and "acet" in usage  # the usage line lists them all
 
 
 def run_training_module(argv: list[str]) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from training import data as datasets
-from training.attacks import max_log_confidence, pgd
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.evaluation import ood_metrics
+from training.methods.attacks import max_log_confidence, pgd
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 ADV_STEPS = 5  # the same budget the ACET fixture trained with
 

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from training.data.noise import DEFAULT_FAMILIES, SHARP_SHARE, noise_batch, strokes
 from training.methods import build, spec
 from training.methods.acet import add_noise_options
-from training.noise import DEFAULT_FAMILIES, SHARP_SHARE, noise_batch, strokes
 
 
 def high_frequency(x: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,10 @@ def test_a_checkpoint_keeps_the_noise_families(tmp_path):
     method = build(spec("acet", pgd_steps=0, noise=("blurred-uniform", "strokes")))
     path = tmp_path / "spec.pt"
     torch.save({"method": method.spec()}, path)
-    stored = torch.load(path, weights_only=True)["method"]  # how training.checkpoint reads it
+    stored = torch.load(path, weights_only=True)["method"]  # how training.run.checkpoint reads it
     assert build(stored).config.noise == ("blurred-uniform", "strokes")
     assert build(json.loads(json.dumps(stored))).config.noise == ("blurred-uniform", "strokes")  # ONNX metadata: a list
-    older = {k: v for k, v in spec("acet").items() if k != "noise"}  # written before the option existed
+    older = {k: v for k, v in spec("acet").items() if k != "noise"}  # a spec without the option
     assert build(older).config.noise == ("blurred-uniform", "blurred-permuted")
 
 
@@ -102,7 +102,7 @@ def test_each_outlier_family_is_seeded_in_range_and_not_blank():
 
 
 def test_patch_shuffled_images_keep_their_tiles_and_lose_their_layout():
-    from training.noise import shuffle_patches
+    from training.data.noise import shuffle_patches
 
     x = torch.rand(8, 3, 32, 32)
     y = shuffle_patches(x, torch.Generator().manual_seed(0))
@@ -120,7 +120,7 @@ def test_blended_images_are_convex_mixtures_of_two_training_images():
 
 
 def test_spectral_noise_has_a_falling_power_spectrum_and_dead_leaves_flat_regions():
-    from training import procedural
+    from training.data import procedural
 
     g = torch.Generator().manual_seed(0)
     x = procedural.spectral(64, (1, 32, 32), "cpu", g)

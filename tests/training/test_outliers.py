@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
 from training.cli import main as cli_main
+from training.data.imagefiles import NoImages
+from training.data.outliers import KEEP_SIDE, OutlierImages
 from training.evaluation import ood_sets
-from training.imagefiles import NoImages
-from training.outliers import KEEP_SIDE, OutlierImages
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -127,7 +127,7 @@ def test_a_run_with_outliers_stores_them_in_its_spec_and_resumes(outlier_zip, tm
 
 
 def test_outlier_crops_fill_their_share_of_the_noise_batch(outlier_folder):
-    from training.noise import noise_batch
+    from training.data.noise import noise_batch
 
     images = OutlierImages.read(outlier_folder)
     base = torch.zeros(4, 3, 32, 32)

@@ -1,4 +1,4 @@
-"""OOD sets for RGB 32x32 models (issue 13): natural textures, and gray digit sets brought to 3 channels."""
+"""OOD sets for RGB 32x32 models: natural textures, and gray digit sets brought to 3 channels."""
 
 from __future__ import annotations
 

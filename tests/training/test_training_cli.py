@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 from interrupted import kill_after_line
+from torchrun_ranks import torchrun
 
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import load as load_checkpoint
 
 PLAIN = ["--dataset", "mnist5k", "--model", "lenet", "--at-frac", "0", "--no-progress"]
 
@@ -23,15 +24,11 @@ def env() -> dict[str, str]:
 
 
 def test_torchrun_two_cpu_ranks_stay_identical_and_write_one_checkpoint(tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "training.acet", *PLAIN, "--max-steps", "6",
-         "--batch-size", "32", "--out", str(out)],
-        capture_output=True, text=True, env=env(), timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ranks in sync: True" in proc.stdout and "x2" in proc.stdout
+    run = torchrun(["-m", "training", "acet", *PLAIN, "--max-steps", "6", "--batch-size", "32", "--out", str(out)],
+                   tmp_path / "logs", env())
+    assert run.returncode == 0, run.failure()
+    assert "ranks in sync: True" in run.stdout[0] and "x2" in run.stdout[0]
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "tb"]
     assert load_checkpoint(out / "last.pt")["step"] == 6
 
@@ -68,8 +65,8 @@ def test_resume_is_bit_exact_with_an_uninterrupted_run(tmp_path):
     """2 epochs in one go == 1 epoch, then --resume for the 2nd: the RNG states (here ACET's noise and PGD
     starts) travel in the checkpoint. A constant learning rate keeps the two schedules alike."""
     from training.config import TrainConfig
-    from training.loop import train
     from training.methods import spec
+    from training.run.loop import train
 
     run = dict(dataset="mnist5k", model="lenet", method=spec("acet", at_frac=0.5, pgd_steps=1), batch_size=128,
                lr=0.05, lr_milestones=(), device="cpu", progress=False)

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import checkpoint
-from .. import data as datasets
-from ..attacks import max_log_confidence, pgd
+from ..data import datasets
+from ..methods.attacks import max_log_confidence, pgd
+from ..run import checkpoint
 from . import ood_metrics, ood_sets
 from .scorers import Candidate, Outputs, TorchModel, batches, parse_models
 

@@ -9,7 +9,7 @@ Names:
   mnist, fashion-mnist, cifar10, cifar100, svhn  the data set's test split (under --data-root)
   imagefolder:PATH                                images under PATH/test (or PATH) — a folder or a .zip
   NAME-gray                                       any of the above converted to gray (e.g. cifar10-gray)
-  uniform                                         U[0, 1] pixels (raw: not training.noise's blurred-uniform)
+  uniform                                         U[0, 1] pixels (raw: not training.data.noise's blurred-uniform)
   permuted                                        in-distribution test images, pixels shuffled (raw, likewise)
   noise                                           CEDA/ACET's training noise (blurred-uniform + blurred-permuted)
   scaled-noise                                    alpha x U[0, 1] for each alpha (outside [0, 1] on purpose)
@@ -18,7 +18,7 @@ Names:
                                                   (brick, grass, gravel, stained tissue), offline
   outliers:PATH[#GROUP+GROUP]                     random crops of the images in a folder or zip (of the named
                                                   first folders only), cut as outlier exposure cuts them
-                                                  (training.outliers): e.g. the held-out wallpaper packages.
+                                                  (training.data.outliers): e.g. the held-out wallpaper packages.
                                                   A relative PATH not found here is looked for under --data-root.
 
 Conversions: RGB -> gray with the ITU-R 601 luma weights (PIL's "L"), gray -> RGB by repetition,
@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import data as datasets
-from .. import imagefiles
-from ..noise import noise_batch, permute_pixels
-from ..outliers import OutlierImages
+from ..data import datasets, imagefiles
+from ..data.noise import noise_batch, permute_pixels
+from ..data.outliers import OutlierImages
 
 NOISE_SETS = ("uniform", "permuted", "noise")
 ADVERSARIAL_SETS = ("adv-noise", "adv-samples")
@@ -87,7 +86,7 @@ def outlier_set(path: str | Path, groups: tuple[str, ...]) -> str:
 
 
 def outlier_crops(name: str, shape: InputShape, n: int, seed: int, data_root: str | Path = ".") -> torch.Tensor:
-    """``outliers:PATH[#GROUPS]``: n seeded crops, as training.outliers cuts them."""
+    """``outliers:PATH[#GROUPS]``: n seeded crops, as training.data.outliers cuts them."""
     path, _, groups = name.removeprefix(OUTLIERS).partition("#")
     if not Path(path).exists() and not Path(path).is_absolute():
         path = Path(data_root) / path

@@ -1,5 +1,5 @@
 """Which OOD score to export, measured: each score a method offers, on the validation split against the
-training noise (``training.noise``), never on the test split or an OOD set that is reported."""
+training noise (``training.data.noise``), never on the test split or an OOD set that is reported."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import data as datasets
+from ..data import datasets
+from ..data.noise import noise_batch
 from ..methods import Method
-from ..noise import noise_batch
 from . import ood_metrics
 
 

@@ -23,8 +23,8 @@ from modelfile import (
     open_session,
 )
 
-from .. import checkpoint
-from .. import data as datasets
+from ..data import datasets
+from ..run import checkpoint
 from .ood_sets import InputShape
 
 

@@ -1,7 +1,7 @@
 """Choosing which trained model to ship, by data the reported numbers never use.
 
 Each candidate checkpoint is measured on the validation split (never the test split, never a reported OOD
-set): its accuracy, and AUROC of validation images against the training noise (``training.noise``) and
+set): its accuracy, and AUROC of validation images against the training noise (``training.data.noise``) and
 against that noise moved by PGD to where the model is most confident (a weak, cheap version of the
 ``adv-noise`` set, with its own seed). Among the candidates whose validation accuracy is within
 ``max_accuracy_drop`` of the best, the one with the highest worse-of-the-two AUROC wins: a model that is
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data as datasets
-from ..noise import noise_batch
+from ..data import datasets
+from ..data.noise import noise_batch
 from . import evaluate, ood_metrics
 from .scorers import TorchModel
 

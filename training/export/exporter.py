@@ -18,6 +18,7 @@ import inspect
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,10 @@ from modelfile import (
     write_metadata,
 )
 
-from .. import checkpoint
-from .. import data as datasets
+from ..data import datasets
 from ..evaluation import ood_metrics, ood_sets, score_choice
 from ..evaluation.scorers import session_outputs
+from ..run import checkpoint
 from . import domain_guard
 from .quantize import PRECISIONS, quantize_export
 
@@ -231,6 +232,10 @@ def check(path: Path) -> int:
     return 0
 
 
+# the ways the service can bring an image to the input size: the model file's schema is their one list
+RESIZE_MODES = typing.get_args(InputSpec.model_fields["resize"].annotation)
+
+
 def main(argv: list[str] | None = None) -> None:
     d = {k: v.default for k, v in inspect.signature(export_checkpoint).parameters.items()}  # the one set of defaults
     p = argparse.ArgumentParser(description="Export a training checkpoint to a self-describing ONNX model file.",
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default=d["name"], help="model name (default: the output file's stem)")
     p.add_argument("--version", default=d["version"], help="model version string")
     p.add_argument("--tpr", type=float, default=d["tpr"], help="in-distribution TPR the reject threshold keeps")
-    p.add_argument("--resize", default=d["resize"], choices=("stretch", "letterbox", "center_crop"),
+    p.add_argument("--resize", default=d["resize"], choices=RESIZE_MODES,
                    help="how the service brings other image sizes to the model's input size")
     p.add_argument("--fp16-weights", action="store_true", default=d["fp16_weights"],
                    help="store weights as float16 (half the file; arithmetic stays float32)")
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tta", default=d["tta"], choices=tuple(TTA),
                    help="test-time augmentation inside the graph: flip averages each image's features with its "
                         "mirror image's (twice the network's cost per image, in serving too)")
-    p.add_argument("--quantize", default="fp32", choices=PRECISIONS, metavar="{int8}",
+    p.add_argument("--quantize", default=d["precision"], choices=PRECISIONS, metavar="{int8}",
                    help="int8: quantize the network (static QDQ, calibrated on training images); the threshold and "
                         "every evaluation row are then measured on the int8 file")
     p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")

@@ -30,7 +30,7 @@ import torch
 from modelfile import INPUT_NAME
 from modelfile.signature import LOGITS
 
-from .. import data as datasets
+from ..data import datasets
 from .domain_guard import PREFIX as GUARD_PREFIX
 
 MATRIX_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})

@@ -1,13 +1,13 @@
 """CEDA and ACET (Hein, Andriushchenko & Bitterwolf, CVPR 2019): low confidence far from the data.
 
-Every batch is joined by ``at_frac x batch`` noise images (``training.noise``). CEDA trains the
+Every batch is joined by ``at_frac x batch`` noise images (``training.data.noise``). CEDA trains the
 model to be unconfident on them; ACET first moves each noise image, by projected gradient ascent
 in an L-inf ball of radius eps, to where the model is *most* confident, and trains on that. With
 ``pgd_steps = 0`` this is CEDA; with ``at_frac = 0`` it is the wrapped method alone (and the CLI then
 stores, and the model file names, the wrapped method).
 
 Outlier exposure (Hendrycks et al., ICLR 2019): with ``outliers`` (a folder or zip of images, see
-``training.outliers``) a share ``outlier_share`` of each noise batch is crops of those images, the rest
+``training.data.outliers``) a share ``outlier_share`` of each noise batch is crops of those images, the rest
 the noise families; ``noise_loss="uniform"`` is OE's loss. ``outlier_holdout`` names groups (first
 folders) of the outlier images never trained on, kept for evaluation as a source the model never saw.
 
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .. import imagefiles
-from ..attacks import max_log_confidence, pgd
-from ..noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
-from ..outliers import OutlierImages
+from ..data import imagefiles
+from ..data.noise import DEFAULT_FAMILIES, FAMILIES, check_families, noise_batch
+from ..data.outliers import OutlierImages
 from .api import Cli, LossAndStats, Method, build, register, register_cli, spec
+from .attacks import max_log_confidence, pgd
 from .plain import Plain
 
 
@@ -54,7 +54,7 @@ class ACETConfig:
     eps: float = 0.3
     step_factor: float = 2.5
     noise_loss: str = "max_conf"
-    noise: tuple[str, ...] = DEFAULT_FAMILIES  # training.noise families the noise batch is split over
+    noise: tuple[str, ...] = DEFAULT_FAMILIES  # training.data.noise families the noise batch is split over
     outliers: str = ""  # a folder or zip of outlier images ("" = none), as given on the command line
     outlier_share: float = 0.5  # of each noise batch, when there are outliers
     outlier_holdout: tuple[str, ...] = ()  # groups of the outlier images never trained on
@@ -187,7 +187,7 @@ def add_noise_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--noise-loss", default=d.noise_loss, choices=("max_conf", "uniform"),
                    help="loss on noise: log max-softmax, or cross-entropy to the uniform label")
     g.add_argument("--noise", default=",".join(d.noise), type=families,
-                   help=f"comma-separated noise families (training.noise): {', '.join(FAMILIES)}; strokes are "
+                   help=f"comma-separated noise families (training.data.noise): {', '.join(FAMILIES)}; strokes are "
                    "random pen strokes, a negative for filled-shape data (never for digits)")
     g.add_argument("--attacked", default=",".join(d.attacked), type=families,
                    help="the noise families ACET's PGD moves; the others and --outliers are trained on as drawn")

@@ -6,7 +6,7 @@ cross-entropy.
 
 Prototypes start at unit norm. The logits see only p/|p|, so an SGD step turns a prototype by about
 lr * grad / |p|^2: the reference's N(0, 1) start in LeNet's 1024-d feature space (|p| ~ 32) turns it
-by ~1e-5 rad a step, and the prototypes of the old bundled model never left their random start
+by ~1e-5 rad a step: a LeNet trained from it ends with its prototypes at their random start
 (cos(initial, final) >= 0.9999). At |p| = 1 they move ~1000x faster and learn.
 
 What the exported graph returns:

@@ -21,7 +21,7 @@ Predictions (``probabilities``, ``logits`` and the argmax) are F1's: F1 is the h
 *unsure* off the data, so its probabilities stay honest on OOD inputs; F2 is taught the opposite
 (confident off the data), and averaging it in would make confidence on OOD inputs worse.
 
-The unlabelled data (``unlabeled``): ``noise`` (``training.noise``: blurred uniform and pixel-permuted
+The unlabelled data (``unlabeled``): ``noise`` (``training.data.noise``: blurred uniform and pixel-permuted
 training images, the default), or any ``--dataset`` name / ``imagefolder:PATH``, whose *training*
 images (labels ignored) are converted to the in-distribution channels and size. The paper used the
 transductive setting, the unlabelled test-time mixture of in- and out-of-distribution images; this
@@ -31,7 +31,6 @@ implementation does not (see docs/mcd.md).
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,9 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import data as datasets
 from ..config import TrainConfig
-from ..noise import noise_batch
+from ..data import datasets
+from ..data.noise import noise_batch
+from ..ranks import is_main
 from .api import Cli, LossAndStats, register, register_cli, spec
 from .plain import Plain, entropy
 
@@ -206,7 +206,7 @@ class MCDCli(Cli):
         """Pre-training into OUT/pretrain, then fine-tuning into OUT (exported). ``--init-from`` skips
         pre-training; ``--resume`` after pre-training finished goes straight on with fine-tuning."""
         out = Path(cfg.out)
-        if args.unlabeled != "noise" and os.environ.get("RANK", "0") == "0":
+        if args.unlabeled != "noise" and is_main():
             # fail (or download) now, not after pre-training; other ranks read it once rank 0 has it
             datasets.load(args.unlabeled, args.data_root, val_fraction=0.0, download=args.download)
         pretrain = replace(cfg, method={**cfg.method, "phase": "pretrain"}, out=str(out / "pretrain"), export=None,

@@ -9,7 +9,7 @@ from cifar10_fixture import write_cifar10_files
 from modelfile import read_metadata
 from training.config import TrainConfig
 from training.export import export_checkpoint
-from training.loop import train
+from training.run.loop import train
 
 
 def test_an_imagefolder_model_file_names_the_folder_not_its_path(tmp_path):

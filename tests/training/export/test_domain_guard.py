@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from modelfile import DOMAIN_TOLERANCE, INPUT_NAME, OUT_OF_DOMAIN_SCORE, OUTPUT_NAMES, read_metadata
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
 from training.export import Deployable
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 
 def run(path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,10 +14,10 @@ import torch
 from scipy import stats
 
 from modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata, write_metadata
-from training import data as datasets
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.data import datasets
 from training.export import export_checkpoint
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``python -m training.export --quantize int8`` (issue 29): the int8 file of a small real model is calibrated and
+"""``python -m training.export --quantize int8``: the int8 file of a small real model is calibrated and
 evaluated on itself, classifies and rejects like the float32 file through ``/predict`` and the v2 endpoint, and
 keeps the softmax, the OOD score, the head and the input-domain guard in float."""
 
@@ -18,12 +18,14 @@ import tritonclient.http as triton
 from servers import REPO, ServerThread, settings_for
 
 from modelfile import Calibration, open_session, read_metadata
-from training import checkpoint, methods, models
-from training import data as datasets
+from training import methods
+from training.data import datasets
 from training.evaluation.scorers import session_outputs
 from training.export import export_checkpoint
 from training.export.exporter import to_onnx
 from training.export.quantize import float_nodes, to_int8
+from training.nets import models
+from training.run import checkpoint
 
 HELD_OUT_DIGITS = sorted((REPO / "tests" / "data" / "mnist-t10k-heldout").glob("*.png"))
 

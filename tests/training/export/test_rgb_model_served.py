@@ -1,5 +1,5 @@
 """An RGB resnet_small, trained here on CIFAR-10 image files and exported, served unchanged by the real
-service (issue 13, acceptance 4): a real RGB JPEG through ``POST /predict`` and through the v2 endpoint
+service: a real RGB JPEG through ``POST /predict`` and through the v2 endpoint
 with the stock ``tritonclient``, and both answers are the model's own numbers."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from servers import ServerThread, settings_for
 
 from modelfile import read_metadata
 from service.pipeline.imaging import DecodeLimits, load_image
-from training.checkpoint import build_model
-from training.checkpoint import load as load_checkpoint
+from training.run.checkpoint import build_model
+from training.run.checkpoint import load as load_checkpoint
 
 
 def chelsea_jpeg(width: int = 240) -> bytes:

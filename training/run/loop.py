@@ -1,27 +1,29 @@
 """The one training loop every method shares: CPU, one GPU, or many through ``torchrun``.
 
 ``train(cfg)`` reads top to bottom: processes, data, method and model, optimiser, resume, epochs,
-test. Distributed mode is keyed on the ``RANK`` environment variable that torchrun sets (as in
-nanoGPT), so the same command runs with or without torchrun; ``distributed()`` is the one place that
-knows about it. Rank 0 alone logs and checkpoints. Exporting is the CLI's next step, not the loop's.
+test. Distributed mode is keyed on the environment torchrun sets (as in nanoGPT; ``training.ranks`` reads
+it), so the same command runs with or without torchrun; ``distributed()`` is the one place that makes the
+process group. Rank 0 alone logs and checkpoints. Exporting is the CLI's next step, not the loop's.
 """
 
 from __future__ import annotations
 
 import atexit
 import math
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, methods, models
-from . import data as datasets
-from .config import TrainConfig
+from .. import methods
+from ..config import TrainConfig
+from ..data import datasets
+from ..nets import models
+from ..ranks import Ranks, ranks, under_torchrun
+from . import checkpoint
 from .lookahead import Lookahead
 from .optim import Optimisation
 from .precision import Precision
@@ -29,30 +31,23 @@ from .progress import EpochLog
 
 
 @dataclass(frozen=True)
-class Processes:
-    rank: int
-    local_rank: int
-    world: int
-    device: torch.device
+class Processes(Ranks):
+    """This process's place among the ranks (``training.ranks``) and the device it trains on."""
 
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
+    device: torch.device = field(kw_only=True)
 
     @property
     def ddp(self) -> bool:
-        return "RANK" in os.environ
+        return under_torchrun()
 
 
 def distributed(device: str) -> Processes:
     """This process's rank and device; under torchrun, the process group (made once per process, torn
     down at exit: a run of several phases, MCD's, calls ``train`` again, and re-creating the group on
     torchrun's store races: a fast rank can read the previous group's keys and move on alone)."""
-    rank, local_rank, world = 0, 0, 1
-    if "RANK" in os.environ:
-        rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    dev = _pick_device(device, local_rank)
-    if "RANK" in os.environ and not torch.distributed.is_initialized():
+    here = ranks()
+    dev = _pick_device(device, here.local_rank)
+    if under_torchrun() and not torch.distributed.is_initialized():
         # Imported before the group exists: its functions bind ``group=group.WORLD`` as a default argument at
         # import, and DDP imports it (through torch.distributed._shard). Imported later, those defaults hold
         # the group forever, so destroy_process_group() cannot free it and gloo's C++ threads outlive the
@@ -62,7 +57,7 @@ def distributed(device: str) -> Processes:
         atexit.register(_tear_down)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    return Processes(rank, local_rank, world, dev)
+    return Processes(here.rank, here.local_rank, here.world, device=dev)
 
 
 def _tear_down() -> None:
@@ -119,9 +114,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     resume = checkpoint.load(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
     splits = datasets.load(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           download=cfg.download and procs.master)
+                           download=cfg.download and procs.main)
     steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
-    precision = Precision.for_run(device, cfg.amp, say=print if procs.master else lambda _: None)
+    precision = Precision.for_run(device, cfg.amp, say=print if procs.main else lambda _: None)
     method, model, optim, lookahead = _build(cfg, procs, splits, total_steps, precision, resume)
     start_epoch, step = (resume["epoch"] + 1, resume["step"]) if resume else (0, 0)
     seconds = resume.get("train_seconds", 0.0) if resume else 0.0  # wall time of training so far, across resumes
@@ -131,7 +126,7 @@ def train(cfg: TrainConfig) -> Path:
         # several updates per batch may each train a part only (see Step); DDP must then look for unused params
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
                                                       else None, find_unused_parameters=len(method.updates) > 1)
-    log = EpochLog(cfg, procs, total_steps) if procs.master else None
+    log = EpochLog(cfg, procs, total_steps) if procs.main else None
     if log:
         log.start(method.label, splits, resume, ckpt_path, precision.name)
     train_x, train_y = splits.train.x.to(device), splits.train.y.to(device)
@@ -167,7 +162,7 @@ def train(cfg: TrainConfig) -> Path:
     if log:
         log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path, seconds)
     if procs.ddp:
-        _check_ranks_in_sync(model, procs.rank, procs.world)
+        _check_ranks_in_sync(model, procs)
     return ckpt_path
 
 
@@ -245,15 +240,15 @@ def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, prec
     return correct / max(1, len(split))
 
 
-def _check_ranks_in_sync(model: nn.Module, rank: int, world: int) -> None:
+def _check_ranks_in_sync(model: nn.Module, procs: Processes) -> None:
     """DDP keeps replicas identical only if every rank ran the same steps: verify it, cheaply."""
     flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
     digest = torch.tensor([flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
                           dtype=torch.float64, device=next(model.parameters()).device)
-    gathered = [torch.zeros_like(digest) for _ in range(world)]
+    gathered = [torch.zeros_like(digest) for _ in range(procs.world)]
     torch.distributed.all_gather(gathered, digest)
-    if rank == 0:
+    if procs.main:
         same = all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
-        print(f"ranks in sync: {same} (parameter digest {gathered[0].tolist()} on rank 0 of {world})", flush=True)
+        print(f"ranks in sync: {same} (parameter digest {gathered[0].tolist()} on rank 0 of {procs.world})", flush=True)
         if not same:
             raise RuntimeError(f"DDP replicas diverged: digests {[g.tolist() for g in gathered]}")

@@ -2,10 +2,10 @@
 
 A recipe is data, the defaults of the training flags it names; a flag given on the command line still wins, and
 the run's config stores every value it trained with (and the recipe's name), so any method trains with any
-recipe: ``python -m training.acet --dataset cifar10 --recipe fast --pgd-steps 0`` is CEDA on the fast network.
+recipe: ``python -m training acet --dataset cifar10 --recipe fast --pgd-steps 0`` is CEDA on the fast network.
 
-- ``paper``: the ACET paper's (Hein et al., CVPR 2019): resnet_small, 100 epochs of SGD at batch 128, lr 0.1
-  divided by 10 at 50/75/90 %, fp32. A GPU recipe: 90 s an epoch on this project's 2-core CPU (41 s with --amp).
+- ``paper``: ``TrainConfig``'s defaults (``training.config``), the ACET paper's training, read from there so the
+  two cannot drift. A GPU recipe: 90 s an epoch on this project's 2-core CPU (41 s with --amp).
 - ``fast``: airbench94's (Keller Jordan, arXiv 2404.00498) on a CPU: fastnet (frozen whitening, dirac init,
   scale-free BatchNorm with 64x bias learning rate), Nesterov SGD with a warm-up then linear decay, lookahead every
   5 steps, label smoothing 0.2, 2-pixel reflected translations and alternating flips, bf16 with channels_last where
@@ -23,6 +23,11 @@ docs/results/cifar10-fast.md has what each reaches on CIFAR-10 here, and in how 
 
 from __future__ import annotations
 
+from ..config import TrainConfig
+
+# what makes the paper's training; every other flag already defaults to TrainConfig's value
+PAPER_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule")
+
 FAST = {
     "model": "fastnet", "epochs": 32, "batch_size": 512, "lr": 0.75, "momentum": 0.85, "nesterov": True,
     "weight_decay": 0.00133, "lr_schedule": "triangle", "warmup": 0.23, "bias_lr_scale": 64.0, "label_smoothing": 0.2,
@@ -30,8 +35,7 @@ FAST = {
 }
 
 RECIPES: dict[str, dict] = {
-    "paper": {"model": "resnet_small", "epochs": 100, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-              "weight_decay": 5e-4, "lr_schedule": "step"},
+    "paper": {k: getattr(TrainConfig(), k) for k in PAPER_FIELDS},
     "fast": FAST,
     "fast-long": {**FAST, "model": "fastnet_wide", "epochs": 24, "lr": 0.65, "cutout": 12},
 }

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as datasets
-from . import methods, models
-from .config import TrainConfig
+from .. import methods
+from ..config import TrainConfig
+from ..data import datasets
+from ..nets import models
 
 REQUIRED = ("model", "config", "dataset")
 

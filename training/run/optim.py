@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 from .precision import Precision
 
 SCHEDULES = ("step", "triangle")
@@ -33,7 +33,7 @@ def triangle(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 def schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.lr_schedule == "step":  # MultiStepLR itself: checkpoints of earlier runs resume into it
+    if cfg.lr_schedule == "step":  # MultiStepLR itself: checkpoints that stored one resume into it
         milestones = sorted({int(f * total_steps) for f in cfg.lr_milestones})
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
     if cfg.lr_schedule == "triangle":

@@ -10,7 +10,7 @@ What makes it learn fast, and where each piece lives:
   computed once from training images before the first step and never trained (its bias is).
 - every later convolution starts as the identity on its first ``in_channels`` filters (dirac init);
 - BatchNorm has no learned scale (it is fixed at 1), only a bias, which the recipe trains with a larger learning
-  rate (``training.optim``); its eps is tiny and its running statistics move fast (momentum 0.4);
+  rate (``training.run.optim``); its eps is tiny and its running statistics move fast (momentum 0.4);
 - features are scaled by 1/9 before the head, airbench's output scaling, so a linear head starts near-uniform.
 """
 

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.datasets import as_float
 from . import fastnet
-from .data import as_float
 
 ARCHITECTURES = ("lenet", "resnet_small", "resnet18", "mlp", *fastnet.ARCHITECTURES)
 
@@ -143,6 +143,6 @@ def fit_to_data(model: Classifier, images: torch.Tensor) -> None:
 
 
 def build(arch: str, info, make_head: Callable[[int, int], nn.Module]) -> Classifier:
-    """A classifier for a data set (``training.data.DatasetInfo``) with the method's head."""
+    """A classifier for a data set (``training.data.datasets.DatasetInfo``) with the method's head."""
     body = backbone(arch, info.channels, info.height, info.width)
     return Classifier(Normalize(info.mean, info.std), body, make_head(body.out_features, info.num_classes))

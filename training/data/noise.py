@@ -13,12 +13,12 @@ images are filled shapes (clothing), standing in for line drawings and handwriti
 in-distribution for digits, so it is never a default.
 
 The outlier-exposure families (opt-in; each image kept in [0, 1] as drawn):
-  fractal, dead-leaves, spectral  procedural images, no data needed (``training.procedural``)
+  fractal, dead-leaves, spectral  procedural images, no data needed (``training.data.procedural``)
   patch-shuffled                  training images cut into 4-16 px tiles, tiles shuffled: local
                                   statistics of the classes, no object
   blended                         two training images averaged (weight ~ U[0.35, 0.65]): two objects
                                   at once, neither one
-and real outlier images (``training.outliers``), given to ``noise_batch`` with the share of the
+and real outlier images (``training.data.outliers``), given to ``noise_batch`` with the share of the
 batch they fill.
 """
 
@@ -35,8 +35,8 @@ from .outliers import OutlierImages
 FAMILIES = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled",
             "blended")
 DEFAULT_FAMILIES = ("blurred-uniform", "blurred-permuted")
-# The blurred families' first names, which the OOD sets of raw noise share: specs stored before the rename hold them.
-FORMER_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
+# Short names of the blurred families, the names the OOD sets of raw noise have too; a stored spec may use them.
+SHORT_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
 SHARP_SHARE = 0.25  # of uniform / permuted images left unblurred
 
 
@@ -91,8 +91,8 @@ def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator |
 
 
 def check_families(names) -> tuple[str, ...]:
-    """``names`` as a tuple (former names replaced), or ValueError when it is empty or names an unknown family."""
-    names = tuple(FORMER_NAMES.get(n, n) for n in names)
+    """``names`` as a tuple (short names made full), or ValueError when it is empty or names an unknown family."""
+    names = tuple(SHORT_NAMES.get(n, n) for n in names)
     if not names or set(names) - set(FAMILIES):
         raise ValueError(f"noise families must be some of {', '.join(FAMILIES)}, not {', '.join(names) or 'none'}")
     return names
@@ -114,7 +114,7 @@ def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None 
     families = check_families(families)
     counts = dict(zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))],
                       strict=True))
-    # the first families of the library's first version, drawn and rescaled exactly as then
+    # the classic families are rescaled together, as one batch: the noise every trained run and test saw
     classic = [_draw(f, k, images, generator) for f, k in counts.items() if f in CLASSIC]
     if classic:
         parts.append(rescale(torch.cat(classic)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import data as datasets
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..data import datasets
 
 
 class EpochLog:
