@@ -6,7 +6,7 @@
 
 ``--networks``: for each network, in fp32 and in the run's mixed precision (``--amp``: bf16 + channels_last on a
 CPU with native bf16), the bare step (forward, backward, SGD on one random batch, as below) and the loop
-(``training.loop.train`` on CIFAR-10 with the network's recipe, one epoch: batch cutting, augmentation, the step,
+(``training.run.loop.train`` on CIFAR-10 with the network's recipe, one epoch: batch cutting, augmentation, the step,
 lookahead, progress and TensorBoard, the end-of-epoch validation and checkpoint), images/s each and their ratio, the
 GFLOP/s the loop's rate is (forward and backward FLOPs counted by torch's FlopCounterMode) and the minutes its
 recipe's epochs take at that rate.
