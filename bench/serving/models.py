@@ -3,7 +3,8 @@ files beside them (``NAME-int8.onnx``, written by ``make models``).
 
 The photo model is the bundled CIFAR-10 file (``models/cifar10-*.onnx``) when the checkout has one;
 otherwise a resnet_small is exported with training's own path (``training.nets.models.build`` +
-``training.export.to_onnx``) with random weights: the bench measures serving cost, which does not depend on what the weights learnt.
+``training.export.to_onnx``) with random weights: the bench measures serving cost, which does not depend on
+what the weights learnt.
 That file's calibration is copied from the bundled LeNet (a p-value needs some sorted scores, not good ones).
 """
 
