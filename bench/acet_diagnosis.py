@@ -52,8 +52,9 @@ def diagnose(path: Path, data_root: str | None) -> dict:
     for steps in (0, 5, 10):
         noise = noise_batch(x, N, g)
         if steps:
-            noise = pgd(model, noise, max_log_confidence, eps=0.3, steps=steps, step_size=0.3 / steps * 2.5,
-                        generator=g)
+            noise = pgd(
+                model, noise, max_log_confidence, eps=0.3, steps=steps, step_size=0.3 / steps * 2.5, generator=g
+            )
         logits = model(torch.cat([x, noise]))[N:]
         log_p = torch.log_softmax(logits.float(), 1)
         row[f"PGD-{steps}"] = {

@@ -70,11 +70,27 @@ class Budget:
 
 BUDGETS = {
     "paper": Budget(epochs=100),
-    "cpu": Budget(epochs=15, finetune_epochs={"CEDA": 3, "ACET": 2, "IsoMax+ACET": 2}, train_pgd_steps=10,
-                  mcd_finetune_epochs=2, eval_pgd_steps=100, n_ood=2_000, n_adv=500),
+    "cpu": Budget(
+        epochs=15,
+        finetune_epochs={"CEDA": 3, "ACET": 2, "IsoMax+ACET": 2},
+        train_pgd_steps=10,
+        mcd_finetune_epochs=2,
+        eval_pgd_steps=100,
+        n_ood=2_000,
+        n_adv=500,
+    ),
 }
-OOD_SETS = ("mnist", "fashion-mnist", "textures", "uniform", "permuted", "noise", "adv-noise", "adv-samples",
-            "scaled-noise")
+OOD_SETS = (
+    "mnist",
+    "fashion-mnist",
+    "textures",
+    "uniform",
+    "permuted",
+    "noise",
+    "adv-noise",
+    "adv-samples",
+    "scaled-noise",
+)
 # What the exported graph computes besides the network; a change re-runs the evaluation.
 GRAPH = "network + input-domain guard"
 OPTIONAL_SETS = ("svhn", "cifar100")  # rows when their test split is under --data-root (no download offline)
@@ -114,20 +130,41 @@ DIFFERENCES = [
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data-root", default="../shared/data", help="holds cifar10-jpg.zip (or CIFAR-10 in any layout "
-                   "--dataset cifar10 reads), MNIST/raw, FashionMNIST/raw; svhn/, cifar-100-python/ when present")
+    p.add_argument(
+        "--data-root",
+        default="../shared/data",
+        help="holds cifar10-jpg.zip (or CIFAR-10 in any layout "
+        "--dataset cifar10 reads), MNIST/raw, FashionMNIST/raw; svhn/, cifar-100-python/ when present",
+    )
     p.add_argument("--budget", default="paper", choices=sorted(BUDGETS), help="the recipe (see the docstring)")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "cifar10-benchmark",
-                   help="checkpoints and stage records, one folder per method (kept between runs, not committed)")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=ROOT / "runs" / "cifar10-benchmark",
+        help="checkpoints and stage records, one folder per method (kept between runs, not committed)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="report folder")
-    p.add_argument("--stages", default=None, help="comma-separated stages: method labels (plain, CEDA, ACET, "
-                   "IsoMax+, IsoMax+ACET, MCD), 'eval' and 'report' (default: all, in that order)")
+    p.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages: method labels (plain, CEDA, ACET, "
+        "IsoMax+, IsoMax+ACET, MCD), 'eval' and 'report' (default: all, in that order)",
+    )
     p.add_argument("--extra-ood", default="", help="comma-separated extra OOD sets, e.g. imagefolder:PATH")
     p.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("overrides of the budget (each listed in the report)")
-    for name in ("epochs", "train_pgd_steps", "mcd_finetune_epochs", "batch_size", "max_steps", "eval_pgd_steps",
-                 "n_ood", "n_adv", "n_id"):
+    for name in (
+        "epochs",
+        "train_pgd_steps",
+        "mcd_finetune_epochs",
+        "batch_size",
+        "max_steps",
+        "eval_pgd_steps",
+        "n_ood",
+        "n_adv",
+        "n_id",
+    ):
         g.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     g.add_argument("--finetune-lr", type=float, default=None)
     return p.parse_args(argv)
@@ -148,12 +185,30 @@ def train_argv(method: Method, b: Budget, args: argparse.Namespace, out: Path) -
     """The ``python -m training NAME`` flags of one stage."""
     epochs = b.finetune_epochs.get(method.label)
     start = ["--init-from", str(args.runs / method.base / "last.pt"), "--lr", str(b.finetune_lr)] if epochs else []
-    argv = ["--dataset", "cifar10", "--data-root", args.data_root, "--model", "resnet_small", "--epochs",
-            str(epochs or b.epochs), "--batch-size", str(b.batch_size), "--seed", str(args.seed), "--out", str(out),
-            "--no-download", *start, *(["--max-steps", str(b.max_steps)] if b.max_steps else []),
-            *([] if args.progress else ["--no-progress"]), *method.flags]
-    bench_args = argparse.Namespace(train_pgd_steps=b.train_pgd_steps, mcd_finetune_epochs=b.mcd_finetune_epochs,
-                                    mcd_finetune_max_steps=b.max_steps)
+    argv = [
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        args.data_root,
+        "--model",
+        "resnet_small",
+        "--epochs",
+        str(epochs or b.epochs),
+        "--batch-size",
+        str(b.batch_size),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+        "--no-download",
+        *start,
+        *(["--max-steps", str(b.max_steps)] if b.max_steps else []),
+        *([] if args.progress else ["--no-progress"]),
+        *method.flags,
+    ]
+    bench_args = argparse.Namespace(
+        train_pgd_steps=b.train_pgd_steps, mcd_finetune_epochs=b.mcd_finetune_epochs, mcd_finetune_max_steps=b.max_steps
+    )
     return argv + method.argv(bench_args)
 
 
@@ -177,8 +232,7 @@ def slim(ckpt_path: Path) -> None:
     from training.run import checkpoint
 
     ckpt = checkpoint.load(ckpt_path)
-    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
-                    ckpt_path)
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}, ckpt_path)
 
 
 def cpu_seconds() -> float:
@@ -194,8 +248,10 @@ def run_stage(method: Method, b: Budget, args: argparse.Namespace) -> dict:
     stamp_path = out / "bench-stage.json"
     stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() else None
     if stamp and stamp["recipe"] != recipe(argv):
-        raise SystemExit(f"{out} holds a run with other flags ({shlex.join(stamp['recipe'])}); pass --runs to "
-                         "another folder, or delete it to retrain with these")
+        raise SystemExit(
+            f"{out} holds a run with other flags ({shlex.join(stamp['recipe'])}); pass --runs to "
+            "another folder, or delete it to retrain with these"
+        )
     if stamp and stamp["done"]:
         log(f"{method.label}: finished earlier ({stamp['seconds'] / 60:.1f} min), skipped")
         return stamp
@@ -215,8 +271,11 @@ def run_stage(method: Method, b: Budget, args: argparse.Namespace) -> dict:
                 slim(done)
         stamp["done"] = True
     finally:  # an interrupted invocation's epochs are kept, so its time counts too
-        stamp.update(seconds=stamp["seconds"] + time.perf_counter() - t,
-                     cpu_seconds=stamp["cpu_seconds"] + cpu_seconds() - c, sessions=stamp["sessions"] + 1)
+        stamp.update(
+            seconds=stamp["seconds"] + time.perf_counter() - t,
+            cpu_seconds=stamp["cpu_seconds"] + cpu_seconds() - c,
+            sessions=stamp["sessions"] + 1,
+        )
         stamp_path.write_text(json.dumps(stamp, indent=1))
     log(f"{method.label}: trained in {stamp['seconds'] / 60:.1f} min")
     return stamp
@@ -241,11 +300,22 @@ def evaluate(methods: list[Method], b: Budget, args: argparse.Namespace, bench_d
     """Export every finished model, evaluate them side by side (skipped when nothing changed), write the files."""
     ckpts = {m.label: args.runs / m.label / "last.pt" for m in methods if (args.runs / m.label / "last.pt").exists()}
     sets, missing = available_sets(args)
-    cfg = ev_mod.EvalConfig(sets=sets, data_root=args.data_root, n_id=b.n_id, n_ood=b.n_ood, n_adv=b.n_adv,
-                            adv_steps=b.eval_pgd_steps, seed=args.seed, progress=args.progress)
+    cfg = ev_mod.EvalConfig(
+        sets=sets,
+        data_root=args.data_root,
+        n_id=b.n_id,
+        n_ood=b.n_ood,
+        n_adv=b.n_adv,
+        adv_steps=b.eval_pgd_steps,
+        seed=args.seed,
+        progress=args.progress,
+    )
     # what the numbers depend on: not where the data sits or whether bars are drawn
-    key = {"config": ev_mod._finite({k: v for k, v in asdict(cfg).items() if k not in ("data_root", "progress")}),
-           "graph": GRAPH, "checkpoints": {k: hashlib.sha256(v.read_bytes()).hexdigest() for k, v in ckpts.items()}}
+    key = {
+        "config": ev_mod._finite({k: v for k, v in asdict(cfg).items() if k not in ("data_root", "progress")}),
+        "graph": GRAPH,
+        "checkpoints": {k: hashlib.sha256(v.read_bytes()).hexdigest() for k, v in ckpts.items()},
+    }
     stamp_path = bench_dir / "eval-stage.json"
     if stamp_path.exists() and json.loads(stamp_path.read_text())["key"] == key:
         log("eval: nothing changed since the last evaluation, skipped")
@@ -259,9 +329,13 @@ def evaluate(methods: list[Method], b: Budget, args: argparse.Namespace, bench_d
     log(f"eval: {', '.join(ckpts)} on {', '.join(sets)}")
     ev = ev_mod.evaluate(cands, cfg)
     ev_mod.write_outputs(ev, bench_dir, title="In-distribution: CIFAR-10 (test split)")
-    stamp = {"key": key, "missing_sets": missing, "seconds": time.perf_counter() - t,
-             "cpu_seconds": cpu_seconds() - c,
-             "results": {m.label: {"test_error": m.test_error, "sets": m.sets} for m in ev.models}}
+    stamp = {
+        "key": key,
+        "missing_sets": missing,
+        "seconds": time.perf_counter() - t,
+        "cpu_seconds": cpu_seconds() - c,
+        "results": {m.label: {"test_error": m.test_error, "sets": m.sets} for m in ev.models},
+    }
     stamp_path.write_text(json.dumps(ev_mod._finite(stamp), indent=1, allow_nan=False) + "\n")
     log(f"eval: done in {stamp['seconds'] / 60:.1f} min")
     return stamp
@@ -274,10 +348,13 @@ def stage_times(stamps: dict[str, dict], ev: dict) -> list[str]:
     rows = ["| stage | wall (min) | CPU (min) | invocations | state |", "|---|---|---|---|---|"]
     for label, s in stamps.items():
         untimed = f"; {s['untimed']}" if s.get("untimed") else ""
-        rows.append(f"| {label} | {s['seconds'] / 60:.1f} | {s['cpu_seconds'] / 60:.1f} | {s['sessions']} | "
-                    f"{'finished' if s['done'] else '**unfinished**'}{untimed} |")
-    rows.append(f"| evaluation (export + all rows) | {ev['seconds'] / 60:.1f} | {ev['cpu_seconds'] / 60:.1f} | 1 | "
-                "finished |")
+        rows.append(
+            f"| {label} | {s['seconds'] / 60:.1f} | {s['cpu_seconds'] / 60:.1f} | {s['sessions']} | "
+            f"{'finished' if s['done'] else '**unfinished**'}{untimed} |"
+        )
+    rows.append(
+        f"| evaluation (export + all rows) | {ev['seconds'] / 60:.1f} | {ev['cpu_seconds'] / 60:.1f} | 1 | finished |"
+    )
     wall = sum(s["seconds"] for s in stamps.values()) + ev["seconds"]
     cpu = sum(s["cpu_seconds"] for s in stamps.values()) + ev["cpu_seconds"]
     rows.append(f"| **total** | **{wall / 60:.1f}** | **{cpu / 60:.1f}** | | |")
@@ -291,39 +368,63 @@ def checks(results: dict[str, dict]) -> list[str]:
     lines = []
     a, p = get("ACET", "adv-noise"), get("plain", "adv-noise")
     if a is not None and p is not None:
-        lines.append(f"- ACET vs plain, AUROC on adv-noise: {a:.3f} vs {p:.3f} ({a - p:+.3f}): "
-                     f"**{'ACET better' if a > p else 'ACET NOT better'}**")
+        lines.append(
+            f"- ACET vs plain, AUROC on adv-noise: {a:.3f} vs {p:.3f} ({a - p:+.3f}): "
+            f"**{'ACET better' if a > p else 'ACET NOT better'}**"
+        )
     # The files' input-domain guard rejects all scaled noise with alpha >= 10, so their AUROC says nothing about
     # the network there; its mean max confidence (the guard leaves probabilities alone) still does.
     for row in ("scaled-noise x100", "scaled-noise x1000"):
         a, p = get("ACET", row, "mmc"), get("plain", row, "mmc")
         if a is not None and p is not None:
-            lines.append(f"- ACET vs plain, the network's MMC on {row} (lower is better; the files reject it "
-                         f"through their input-domain guard): {a:.3f} vs {p:.3f} ({a - p:+.3f}): "
-                         f"**{'ACET better' if a < p else 'ACET NOT better'}**")
+            lines.append(
+                f"- ACET vs plain, the network's MMC on {row} (lower is better; the files reject it "
+                f"through their input-domain guard): {a:.3f} vs {p:.3f} ({a - p:+.3f}): "
+                f"**{'ACET better' if a < p else 'ACET NOT better'}**"
+            )
     rows = sorted({r for m in results.values() for r in m["sets"]})
     for label in results:
         if label == "plain":
             continue
-        worse = [f"{r} ({get(label, r):.3f} < {get('plain', r):.3f})" for r in rows
-                 if get(label, r) is not None and get("plain", r) is not None and get(label, r) < get("plain", r)]
-        lines.append(f"- {label} does not beat plain's MSP on: {', '.join(worse)}" if worse
-                     else f"- {label} is at least as good as plain on every row")
+        worse = [
+            f"{r} ({get(label, r):.3f} < {get('plain', r):.3f})"
+            for r in rows
+            if get(label, r) is not None and get("plain", r) is not None and get(label, r) < get("plain", r)
+        ]
+        lines.append(
+            f"- {label} does not beat plain's MSP on: {', '.join(worse)}"
+            if worse
+            else f"- {label} is at least as good as plain on every row"
+        )
     return lines
 
 
-def write_report(args: argparse.Namespace, b: Budget, overrides: list[str], methods: list[Method],
-                 stamps: dict[str, dict], ev: dict, command: str, bench_dir: Path) -> Path:
+def write_report(
+    args: argparse.Namespace,
+    b: Budget,
+    overrides: list[str],
+    methods: list[Method],
+    stamps: dict[str, dict],
+    ev: dict,
+    command: str,
+    bench_dir: Path,
+) -> Path:
     rel = lambda name: f"cifar10-benchmark/{name}"
     lines = [
-        "# CIFAR-10 OOD benchmark: resnet_small, every method, the paper's CIFAR-10 block beside it", "",
+        "# CIFAR-10 OOD benchmark: resnet_small, every method, the paper's CIFAR-10 block beside it",
+        "",
         f"Produced by `bench/cifar10_benchmark.py`, budget **{args.budget}**; report written "
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}. The stages ran over one or more invocations (it resumes); "
-        "the table of times at the end adds them up.", "",
-        "```", command, "```", "",
+        "the table of times at the end adds them up.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
         "The fast network (fastnet, `--recipe fast`) with outlier exposure, procedural outliers and ACET at 5-40 "
         "PGD steps, on the same OOD sets plus wallpaper packages never trained on: "
-        "[cifar10-oe.md](cifar10-oe.md) (`bench/cifar10_oe.py`).", "",
+        "[cifar10-oe.md](cifar10-oe.md) (`bench/cifar10_oe.py`).",
+        "",
         f"- Machine (this invocation): {machine()}.",
         f"- Seed {args.seed} for every training run (data split, order, noise, init) and for the evaluation.",
         f"- Budget: {json.dumps(ev_mod._finite(asdict(b)))}.",
@@ -338,16 +439,34 @@ def write_report(args: argparse.Namespace, b: Budget, overrides: list[str], meth
         lines.append(f"- Not under --data-root, so no row: {', '.join(ev['missing_sets'])}.")
     if overrides:
         lines += ["", "**Overrides of the budget:**", "", *[f"- {o}" for o in overrides]]
-    lines += ["", "## Against the seed paper's CIFAR-10 block (Hein et al. 2019, Table 1; resnet_small)", "",
-              *paper_comparison(ev["results"], PAPER_CIFAR10), "", *DIFFERENCES, "",
-              "## Checks", "", *checks(ev["results"]), "",
-              (bench_dir / "table.md").read_text().replace("### ", "## ", 1), "",
-              f"Files: [{rel('results.csv')}]({rel('results.csv')}), [{rel('results.json')}]({rel('results.json')})",
-              "", f"![score histograms]({rel('hist.png')})", "", f"![ROC curves]({rel('roc.png')})", "",
-              "## Time", "", *stage_times(stamps, ev), "",
-              "Wall and CPU (user + system, all threads) time of each stage, summed over the invocations that ran "
-              "it, including one stopped in the middle (its epochs are kept and the next one resumes after them) "
-              "unless it was killed outright; a stage with untimed epochs says so."]
+    lines += [
+        "",
+        "## Against the seed paper's CIFAR-10 block (Hein et al. 2019, Table 1; resnet_small)",
+        "",
+        *paper_comparison(ev["results"], PAPER_CIFAR10),
+        "",
+        *DIFFERENCES,
+        "",
+        "## Checks",
+        "",
+        *checks(ev["results"]),
+        "",
+        (bench_dir / "table.md").read_text().replace("### ", "## ", 1),
+        "",
+        f"Files: [{rel('results.csv')}]({rel('results.csv')}), [{rel('results.json')}]({rel('results.json')})",
+        "",
+        f"![score histograms]({rel('hist.png')})",
+        "",
+        f"![ROC curves]({rel('roc.png')})",
+        "",
+        "## Time",
+        "",
+        *stage_times(stamps, ev),
+        "",
+        "Wall and CPU (user + system, all threads) time of each stage, summed over the invocations that ran "
+        "it, including one stopped in the middle (its epochs are kept and the next one resumes after them) "
+        "unless it was killed outright; a stage with untimed epochs says so.",
+    ]
     report = args.out / "cifar10-benchmark.md"
     report.write_text("\n".join(lines) + "\n")
     return report
@@ -358,8 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped stage still records its time
     given = argv if argv is not None else sys.argv[1:]
     # the report names the command that makes all of it: --stages only splits that work between invocations
-    whole = [a for i, a in enumerate(given) if a != "--stages" and (i == 0 or given[i - 1] != "--stages")
-             and not a.startswith("--stages=")]
+    whole = [
+        a
+        for i, a in enumerate(given)
+        if a != "--stages" and (i == 0 or given[i - 1] != "--stages") and not a.startswith("--stages=")
+    ]
     command = "python bench/cifar10_benchmark.py " + shlex.join(whole)
     b, overrides = budget_of(args)
     stages = args.stages.split(",") if args.stages else [*(m.label for m in METHODS), "eval", "report"]
@@ -377,10 +499,12 @@ def main(argv: list[str] | None = None) -> None:
     if "report" in stages:
         if not ev_path.exists():
             raise SystemExit("report: no evaluation yet; run the 'eval' stage first")
-        stamps = {m.label: json.loads(p.read_text()) for m in METHODS
-                  if (p := args.runs / m.label / "bench-stage.json").exists()}
-        report = write_report(args, b, overrides, METHODS, stamps, json.loads(ev_path.read_text()), command,
-                              bench_dir)
+        stamps = {
+            m.label: json.loads(p.read_text())
+            for m in METHODS
+            if (p := args.runs / m.label / "bench-stage.json").exists()
+        }
+        report = write_report(args, b, overrides, METHODS, stamps, json.loads(ev_path.read_text()), command, bench_dir)
         log(f"wrote {report}")
 
 

@@ -46,9 +46,25 @@ from training.run.checkpoint import load as load_checkpoint  # noqa: E402
 
 
 def train_command(args: argparse.Namespace, run: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "training.acet", "--dataset", "cifar10", "--data-root", args.data_root,
-           "--no-download", "--recipe", args.recipe, "--at-frac", "0", "--seed", str(args.seed), "--out", str(run),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.acet",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        args.data_root,
+        "--no-download",
+        "--recipe",
+        args.recipe,
+        "--at-frac",
+        "0",
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     return cmd + (["--epochs", str(args.epochs)] if args.epochs else []) + args.extra
 
 
@@ -86,8 +102,9 @@ def images_per_second(path: Path, batch: int, seconds: float = 4.0) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--recipe", default="fast", help="a training.run.recipes name")
     p.add_argument("--epochs", type=int, default=None, help="the recipe's epochs unless given")
@@ -109,19 +126,41 @@ def main() -> None:
     arch = ckpt["config"]["model"]
     files = {tta: run.parent / f"{name}{'' if tta == 'none' else '-' + tta}.onnx" for tta in ("none", "flip")}
     for tta, path in files.items():
-        subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(done), "--out", str(path),
-                        "--name", f"cifar10-plain-{arch}", "--tta", tta], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.export",
+                "--checkpoint",
+                str(done),
+                "--out",
+                str(path),
+                "--name",
+                f"cifar10-plain-{arch}",
+                "--tta",
+                tta,
+            ],
+            check=True,
+        )
     errors = {tta: 1 - read_metadata(path).evaluation.test_accuracy for tta, path in files.items()}
-    splits = datasets.load("cifar10", args.data_root, val_fraction=ckpt["config"]["val_fraction"], seed=args.seed,
-                           download=False)
+    splits = datasets.load(
+        "cifar10", args.data_root, val_fraction=ckpt["config"]["val_fraction"], seed=args.seed, download=False
+    )
     sess = open_session(files["none"])
     jpeg = {q: error(sess, datasets.Split(recompressed(splits.test.x, q), splits.test.y)) for q in (50, 95)}
-    serving = {label: {b: images_per_second(path, b) for b in (1, 32)}
-               for label, path in ((arch, files["none"]), (f"{arch} + flip TTA", files["flip"]),
-                                   ("resnet_small", resnet_small(run.parent)))}
+    serving = {
+        label: {b: images_per_second(path, b) for b in (1, 32)}
+        for label, path in (
+            (arch, files["none"]),
+            (f"{arch} + flip TTA", files["flip"]),
+            ("resnet_small", resnet_small(run.parent)),
+        )
+    }
     result = {
         "command": shlex.join(["python", *cmd[1:]]),
-        "recipe": args.recipe, "seed": args.seed, "config": ckpt["config"],
+        "recipe": args.recipe,
+        "seed": args.seed,
+        "config": ckpt["config"],
         "train_minutes": ckpt["train_seconds"] / 60,
         "loop_images_per_second": ckpt["step"] * ckpt["config"]["batch_size"] / ckpt["train_seconds"],
         "val_error_by_epoch": [1 - h["val_acc"] for h in ckpt.get("history", [])],
@@ -131,13 +170,16 @@ def main() -> None:
         "serving_images_per_second_one_core": serving,
     }
     (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{name}: test error {100 * errors['none']:.2f} % (exported file; {100 * errors['flip']:.2f} % with flip "
-          f"TTA in the graph) after {result['train_minutes']:.1f} min of training at "
-          f"{result['loop_images_per_second']:.0f} img/s; test split re-compressed at JPEG quality 50 / 95: "
-          f"{100 * jpeg[50]:.2f} / {100 * jpeg[95]:.2f} %")
+    print(
+        f"{name}: test error {100 * errors['none']:.2f} % (exported file; {100 * errors['flip']:.2f} % with flip "
+        f"TTA in the graph) after {result['train_minutes']:.1f} min of training at "
+        f"{result['loop_images_per_second']:.0f} img/s; test split re-compressed at JPEG quality 50 / 95: "
+        f"{100 * jpeg[50]:.2f} / {100 * jpeg[95]:.2f} %"
+    )
     for label, rates in serving.items():
         print(f"  serving {label}: {rates[1]:.0f} img/s at batch 1, {rates[32]:.0f} at batch 32 (one core)")
     print(f"curve: {plot(out)}")
+
 
 def plot(out: Path) -> Path:
     """Every result in ``out`` on one chart: validation error after each epoch (the run's own 5,000 held-out
@@ -152,11 +194,18 @@ def plot(out: Path) -> Path:
         r = json.loads(path.read_text())
         curve = 100 * np.array(r["val_error_by_epoch"])
         epochs = np.arange(1, len(curve) + 1)
-        line, = ax.plot(epochs, curve, label=f"{path.stem}: {r['config']['model']}, {len(curve)} epochs, "
-                                             f"{r['train_minutes']:.0f} min")
+        (line,) = ax.plot(
+            epochs,
+            curve,
+            label=f"{path.stem}: {r['config']['model']}, {len(curve)} epochs, {r['train_minutes']:.0f} min",
+        )
         ax.plot([len(curve)], [100 * r["test_error"]], "o", color=line.get_color())
-    ax.set(xlabel="epoch", ylabel="error (%)", ylim=(0, 40), title="CIFAR-10 (JPEG copy), seed 0: validation error "
-           "per epoch; dot = test error of the exported file")
+    ax.set(
+        xlabel="epoch",
+        ylabel="error (%)",
+        ylim=(0, 40),
+        title="CIFAR-10 (JPEG copy), seed 0: validation error per epoch; dot = test error of the exported file",
+    )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -168,8 +217,9 @@ def plot(out: Path) -> Path:
 def _finished(ckpt: dict) -> bool:
     cfg = ckpt["config"]
     per_epoch = round(50_000 * (1 - cfg["val_fraction"])) // cfg["batch_size"]
-    return ckpt["step"] >= cfg["epochs"] * per_epoch or (cfg["max_steps"] is not None and
-                                                          ckpt["step"] >= cfg["max_steps"])
+    return ckpt["step"] >= cfg["epochs"] * per_epoch or (
+        cfg["max_steps"] is not None and ckpt["step"] >= cfg["max_steps"]
+    )
 
 
 if __name__ == "__main__":

@@ -39,13 +39,33 @@ HELD_OUT = ("palapeli-data", "ukui-wallpapers", "sway-backgrounds", "xfdesktop4-
 CLASSIC = "uniform,permuted,strokes"
 PROCEDURAL = "fractal,dead-leaves,spectral,patch-shuffled,blended"
 EVERY_FAMILY = f"{CLASSIC},{PROCEDURAL}"
-FINE_TUNE = ["--at-frac", "1", "--init-from", "{base}", "--epochs", "4", "--lr", "0.1", "--warmup", "0.1",
-             "--pgd-steps", "0", "--noise-loss", "uniform"]
+FINE_TUNE = [
+    "--at-frac",
+    "1",
+    "--init-from",
+    "{base}",
+    "--epochs",
+    "4",
+    "--lr",
+    "0.1",
+    "--warmup",
+    "0.1",
+    "--pgd-steps",
+    "0",
+    "--noise-loss",
+    "uniform",
+]
 
 
 def outliers(share: float) -> list[str]:
-    return ["--outliers", "{data_root}/" + WALLPAPERS, "--outlier-holdout", ",".join(HELD_OUT),
-            "--outlier-share", str(share)]
+    return [
+        "--outliers",
+        "{data_root}/" + WALLPAPERS,
+        "--outlier-holdout",
+        ",".join(HELD_OUT),
+        "--outlier-share",
+        str(share),
+    ]
 
 
 ACET_OE = ["--noise", EVERY_FAMILY, *outliers(0.5)]
@@ -66,21 +86,49 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "acet-10x1": ("oe", [*ACET_OE, "--pgd-steps", "10", "--epochs", "1"]),
     "acet-40x1": ("oe", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
     "acet-40x1-after-no-smoothing": ("oe-no-smoothing", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1"]),
-    "acet-40x1-no-smoothing": ("oe-no-smoothing", [*ACET_OE, "--pgd-steps", "40", "--epochs", "1",
-                                                   "--label-smoothing", "0"]),
+    "acet-40x1-no-smoothing": (
+        "oe-no-smoothing",
+        [*ACET_OE, "--pgd-steps", "40", "--epochs", "1", "--label-smoothing", "0"],
+    ),
     # the diagnosis: PGD on every family, blends and shuffled tiles included (near real images)
     "acet-every-family-5x1": ("oe", [*ACET_OE, "--pgd-steps", "5", "--epochs", "1", "--attacked", EVERY_FAMILY]),
     # the diagnosis: the previous bundled recipe's ACET (from plain, log max-softmax loss, the classic noise)
-    "acet-plain-maxconf-5x1": ("base", ["--noise", CLASSIC, "--noise-loss", "max_conf", "--pgd-steps", "5",
-                                        "--epochs", "1"]),
+    "acet-plain-maxconf-5x1": (
+        "base",
+        ["--noise", CLASSIC, "--noise-loss", "max_conf", "--pgd-steps", "5", "--epochs", "1"],
+    ),
 }
-OOD_SETS = ("mnist", "fashion-mnist", "textures", f"outliers:{WALLPAPERS}#{'+'.join(HELD_OUT)}", "uniform",
-            "permuted", "noise", "adv-noise", "scaled-noise")
+OOD_SETS = (
+    "mnist",
+    "fashion-mnist",
+    "textures",
+    f"outliers:{WALLPAPERS}#{'+'.join(HELD_OUT)}",
+    "uniform",
+    "permuted",
+    "noise",
+    "adv-noise",
+    "scaled-noise",
+)
 
 
 def base_command(args: argparse.Namespace, run: Path) -> list[str]:
-    return [sys.executable, "-m", "training.acet", "--dataset", "cifar10", "--data-root", args.data_root,
-            "--no-download", "--recipe", "fast", "--seed", str(args.seed), "--out", str(run), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "training.acet",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        args.data_root,
+        "--no-download",
+        "--recipe",
+        "fast",
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
 
 
 def variant_command(args: argparse.Namespace, name: str) -> list[str]:
@@ -111,26 +159,72 @@ def evaluate(args: argparse.Namespace, name: str) -> dict:
     ckpt_path, onnx = run / "last.pt", run / f"{name}.onnx"
     result = out / "results.json"
     if not (result.exists() and result.stat().st_mtime > ckpt_path.stat().st_mtime):
-        subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(ckpt_path), "--out", str(onnx),
-                        "--name", f"cifar10-{name}-fastnet"], check=True)
-        subprocess.run([sys.executable, "-m", "training.evaluation", "--checkpoint", f"{name}={ckpt_path}", "--onnx",
-                        f"{name}={onnx}", "--ood", ",".join(OOD_SETS), "--data-root", args.data_root, "--n-ood",
-                        "2000", "--n-adv", "300", "--adv-steps", "100", "--adv-restarts", "2", "--seed", "0",
-                        "--out", str(out), "--title", f"{name} (fastnet, CIFAR-10)", "--no-progress"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.export",
+                "--checkpoint",
+                str(ckpt_path),
+                "--out",
+                str(onnx),
+                "--name",
+                f"cifar10-{name}-fastnet",
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.evaluation",
+                "--checkpoint",
+                f"{name}={ckpt_path}",
+                "--onnx",
+                f"{name}={onnx}",
+                "--ood",
+                ",".join(OOD_SETS),
+                "--data-root",
+                args.data_root,
+                "--n-ood",
+                "2000",
+                "--n-adv",
+                "300",
+                "--adv-steps",
+                "100",
+                "--adv-restarts",
+                "2",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+                "--title",
+                f"{name} (fastnet, CIFAR-10)",
+                "--no-progress",
+            ],
+            check=True,
+        )
     model = json.loads(result.read_text())["models"][0]
     ckpt = load_checkpoint(ckpt_path)
-    return {"train_minutes": ckpt["train_seconds"] / 60, "test_error": model["test_error"],
-            "id_reject_rate": model["id_reject_rate"],
-            "sets": {s: {"auroc": v["auroc"], "accepted": v.get("accepted")} for s, v in model["sets"].items()}}
+    return {
+        "train_minutes": ckpt["train_seconds"] / 60,
+        "test_error": model["test_error"],
+        "id_reject_rate": model["id_reject_rate"],
+        "sets": {s: {"auroc": v["auroc"], "accepted": v.get("accepted")} for s, v in model["sets"].items()},
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", default=",".join(["base", *VARIANTS]),
-                   help="comma-separated, from: base (the plain model itself), " + ", ".join(VARIANTS))
+    p.add_argument(
+        "--variants",
+        default=",".join(["base", *VARIANTS]),
+        help="comma-separated, from: base (the plain model itself), " + ", ".join(VARIANTS),
+    )
     p.add_argument("--runs", default="runs/cifar10-oe", help="checkpoints and exported files")
     p.add_argument("--out", default="docs/results/cifar10-oe", help="evaluations and summary.json")
     args = p.parse_args()
@@ -153,9 +247,12 @@ def main() -> None:
         summary_path.write_text(json.dumps(summary, indent=1) + "\n")
         (Path(args.out) / "table.md").write_text(table(summary))
         row = summary[name]
-        print(f"{name}: test error {100 * row['test_error']:.2f} %, ID rejected {100 * row['id_reject_rate']:.2f} %, "
-              f"{row['train_minutes']:.1f} min; AUROC " + ", ".join(f"{s.split('#')[0]} {v['auroc']:.4f}"
-                                                                    for s, v in row["sets"].items()), flush=True)
+        print(
+            f"{name}: test error {100 * row['test_error']:.2f} %, ID rejected {100 * row['id_reject_rate']:.2f} %, "
+            f"{row['train_minutes']:.1f} min; AUROC "
+            + ", ".join(f"{s.split('#')[0]} {v['auroc']:.4f}" for s, v in row["sets"].items()),
+            flush=True,
+        )
 
 
 def short(set_name: str) -> str:
@@ -173,8 +270,10 @@ def table(summary: dict) -> str:
     for n in names:
         r = summary[n]
         cells = [f"{r['sets'][s]['auroc']:.3f} / {100 * r['sets'][s]['accepted']:.0f} %" for s in sets]
-        rows.append(f"| {n} | {r['starts_from']} | {r['train_minutes']:.1f} | {100 * r['test_error']:.2f} % | "
-                    f"{100 * r['id_reject_rate']:.2f} % | " + " | ".join(cells) + " |")
+        rows.append(
+            f"| {n} | {r['starts_from']} | {r['train_minutes']:.1f} | {100 * r['test_error']:.2f} % | "
+            f"{100 * r['id_reject_rate']:.2f} % | " + " | ".join(cells) + " |"
+        )
     return head + "\n".join(rows) + "\n\nCells: AUROC / share accepted at the file's stored threshold.\n"
 
 

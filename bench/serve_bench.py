@@ -299,8 +299,13 @@ def bench_model(model: Model, workdir: Path, args: argparse.Namespace) -> dict:
     log = workdir / "servers.log"
     model.body_file = multipart(model, workdir)
     model.body_file.with_suffix(".lua").write_text(LUA)
-    result: dict = {"model": model.key, "file": model.path.name, "raw": raw_costs(model, workdir), "closed": {},
-                    "open": {}}
+    result: dict = {
+        "model": model.key,
+        "file": model.path.name,
+        "raw": raw_costs(model, workdir),
+        "closed": {},
+        "open": {},
+    }
     servers = servers_for(model, workdir, args)
     with running(servers, "0", log):
         for s in servers:

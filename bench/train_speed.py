@@ -44,8 +44,9 @@ from training.run.recipes import RECIPES
 RECIPE_OF = {"fastnet": "fast", "fastnet_relu": "fast", "fastnet_wide": "fast-long", "resnet_small": "paper"}
 
 
-def bench(method_state: dict, info: DatasetInfo, arch: str, batch: int, steps: int, device: torch.device,
-          amp: bool) -> float:
+def bench(
+    method_state: dict, info: DatasetInfo, arch: str, batch: int, steps: int, device: torch.device, amp: bool
+) -> float:
     method = methods.build(method_state)
     method.generator = torch.Generator(device).manual_seed(0)
     precision = Precision.for_run(device, amp)
@@ -86,8 +87,16 @@ def training_flops(arch: str, info: DatasetInfo) -> float:
 def loop_rate(arch: str, amp: bool, data_root: str, out: str) -> tuple[float, int]:
     """(images/s of one epoch of the training loop on CIFAR-10 with the network's recipe, the recipe's epochs)."""
     recipe = {**RECIPES[RECIPE_OF.get(arch, "fast")], "model": arch, "amp": amp}
-    cfg = TrainConfig(dataset="cifar10", data_root=data_root, method=methods.spec("plain"), download=False,
-                      out=out, progress=False, device="cpu", **recipe)
+    cfg = TrainConfig(
+        dataset="cifar10",
+        data_root=data_root,
+        method=methods.spec("plain"),
+        download=False,
+        out=out,
+        progress=False,
+        device="cpu",
+        **recipe,
+    )
     ckpt = load_checkpoint(train(replace(cfg, epochs=1, max_steps=None)))
     return ckpt["step"] * cfg.batch_size / ckpt["train_seconds"], cfg.epochs
 
@@ -95,10 +104,14 @@ def loop_rate(arch: str, amp: bool, data_root: str, out: str) -> tuple[float, in
 def networks(args: argparse.Namespace) -> None:
     info = DatasetInfo("cifar10", tuple(str(i) for i in range(10)), 3, 32, 32, (0.5,) * 3, (0.25,) * 3)
     device = torch.device("cpu")
-    print(f"CIFAR-10 networks on {device} ({platform.machine()}, {torch.get_num_threads()} threads); "
-          f"native bf16: {Precision.for_run(device, True, say=lambda _: None).dtype is not None}")
-    print("| network | precision | batch | bare step img/s | loop img/s | loop / bare | GFLOP/s (loop) | "
-          "recipe epochs | recipe minutes |")
+    print(
+        f"CIFAR-10 networks on {device} ({platform.machine()}, {torch.get_num_threads()} threads); "
+        f"native bf16: {Precision.for_run(device, True, say=lambda _: None).dtype is not None}"
+    )
+    print(
+        "| network | precision | batch | bare step img/s | loop img/s | loop / bare | GFLOP/s (loop) | "
+        "recipe epochs | recipe minutes |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for arch in args.networks.split(","):
         flops = training_flops(arch, info)
@@ -108,13 +121,17 @@ def networks(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as out:
                 rate, epochs = loop_rate(arch, amp, args.data_root, out)
             name = Precision.for_run(device, amp, say=lambda _: None).name
-            print(f"| {arch} | {name} | {batch} | {bare:.0f} | {rate:.0f} | {rate / bare:.2f} | "
-                  f"{rate * flops / 1e9:.0f} | {epochs} | {epochs * 45_000 / rate / 60:.1f} |", flush=True)
+            print(
+                f"| {arch} | {name} | {batch} | {bare:.0f} | {rate:.0f} | {rate / bare:.2f} | "
+                f"{rate * flops / 1e9:.0f} | {epochs} | {epochs * 45_000 / rate / 60:.1f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="lenet")
     p.add_argument("--dataset-shape", default="1x28x28", help="CxHxW of the images")
     p.add_argument("--batch-size", type=int, default=64)
@@ -123,8 +140,12 @@ def main() -> None:
     p.add_argument("--at-frac", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="mixed precision (training.run.precision)")
-    p.add_argument("--networks", default=None, metavar="A,B",
-                   help="instead: bare step vs training loop per network and precision on CIFAR-10 (--data-root)")
+    p.add_argument(
+        "--networks",
+        default=None,
+        metavar="A,B",
+        help="instead: bare step vs training loop per network and precision on CIFAR-10 (--data-root)",
+    )
     p.add_argument("--data-root", default="../shared/data", help="with --networks: where CIFAR-10 is")
     args = p.parse_args()
     if args.networks:
@@ -137,16 +158,20 @@ def main() -> None:
         "CEDA": methods.spec("acet", at_frac=args.at_frac, pgd_steps=0),
         "ACET": methods.spec("acet", at_frac=args.at_frac, pgd_steps=args.pgd_steps),
     }
-    print(f"{args.model} {args.dataset_shape} batch {args.batch_size} on {device} ({platform.machine()}, "
-          f"{torch.get_num_threads()} threads), amp={args.amp}, ACET pgd_steps={args.pgd_steps} at_frac={args.at_frac}")
+    print(
+        f"{args.model} {args.dataset_shape} batch {args.batch_size} on {device} ({platform.machine()}, "
+        f"{torch.get_num_threads()} threads), amp={args.amp}, ACET pgd_steps={args.pgd_steps} at_frac={args.at_frac}"
+    )
     rates = {}
     for name, state in variants.items():
         rates[name] = bench(state, info, args.model, args.batch_size, args.steps, device, args.amp)
         print(f"  {name:6s} {rates[name]:9.1f} clean img/s", flush=True)
     floor = 1 + args.at_frac * (args.pgd_steps + 1)
     print(f"  CEDA/plain time ratio {rates['plain'] / rates['CEDA']:.2f} (floor {1 + args.at_frac:.2f})")
-    print(f"  ACET/plain time ratio {rates['plain'] / rates['ACET']:.2f} (FLOP floor {floor:.2f} = 1 + at_frac x "
-          f"(pgd_steps + 1))")
+    print(
+        f"  ACET/plain time ratio {rates['plain'] / rates['ACET']:.2f} (FLOP floor {floor:.2f} = 1 + at_frac x "
+        f"(pgd_steps + 1))"
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,22 @@ from .session import open_session, read_metadata
 from .signature import INPUT_NAME, OUTPUT_NAMES
 
 __all__ = [
-    "CALIBRATION_QUANTILES", "DOMAIN_TOLERANCE", "INPUT_NAME", "METADATA_KEY", "OUTPUT_NAMES", "OUT_OF_DOMAIN_SCORE",
-    "SCHEMA_VERSION", "Calibration", "Evaluation", "InputSpec", "InvalidModelFile", "ModelMetadata", "OODResult",
-    "Recalibration", "metadata_from_props", "open_session", "read_metadata",
+    "CALIBRATION_QUANTILES",
+    "DOMAIN_TOLERANCE",
+    "INPUT_NAME",
+    "METADATA_KEY",
+    "OUTPUT_NAMES",
+    "OUT_OF_DOMAIN_SCORE",
+    "SCHEMA_VERSION",
+    "Calibration",
+    "Evaluation",
+    "InputSpec",
+    "InvalidModelFile",
+    "ModelMetadata",
+    "OODResult",
+    "Recalibration",
+    "metadata_from_props",
+    "open_session",
+    "read_metadata",
     "write_metadata",
 ]

@@ -21,14 +21,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m modelfile", description=__doc__.splitlines()[0])
     commands = p.add_subparsers(dest="command", required=True)
     r = commands.add_parser(
-        "recalibrate", help="set the threshold again on your own in-distribution images",
+        "recalibrate",
+        help="set the threshold again on your own in-distribution images",
         description=f"Run MODEL on the images below --images, set a new threshold and p-value table on "
-                    f"{1 - HOLDOUT:.0%} of them and print the reject rate on the other {HOLDOUT:.0%} (seeded), "
-                    "before and after; the new file is MODEL with only its metadata changed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        f"{1 - HOLDOUT:.0%} of them and print the reject rate on the other {HOLDOUT:.0%} (seeded), "
+        "before and after; the new file is MODEL with only its metadata changed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     r.add_argument("model", type=Path, metavar="MODEL.onnx")
-    r.add_argument("--images", type=Path, required=True, metavar="DIR",
-                   help="in-distribution images (PNG, JPEG, GIF, BMP, TIFF, WebP; sub-folders included)")
+    r.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="in-distribution images (PNG, JPEG, GIF, BMP, TIFF, WebP; sub-folders included)",
+    )
     r.add_argument("--tpr", type=float, default=0.95, help="share of in-distribution images the threshold keeps")
     r.add_argument("--seed", type=int, default=0, help="which images are held out")
     r.add_argument("--out", type=Path, required=True, metavar="NEW.onnx")

@@ -33,8 +33,13 @@ def image_files(folder: Path) -> list[Path]:
     """The image files below ``folder`` (class sub-folders included), sorted, hidden files left out."""
     if not folder.is_dir():
         raise RefusedImages(f"{folder}: no such folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def read_images(files: list[Path], spec: InputSpec, folder: Path) -> np.ndarray:
@@ -48,8 +53,10 @@ def read_images(files: list[Path], spec: InputSpec, folder: Path) -> np.ndarray:
             with Image.open(path, formats=pixels.FORMATS) as im:
                 kind = colour_kind(im)
                 if kind != spec.color_mode:
-                    raise RefusedImages(f"{shown} is a {_KIND_WORDS[kind]} image ({im.mode}); the model takes "
-                                        f"{_KIND_WORDS[spec.color_mode]} ({spec.color_mode}) images")
+                    raise RefusedImages(
+                        f"{shown} is a {_KIND_WORDS[kind]} image ({im.mode}); the model takes "
+                        f"{_KIND_WORDS[spec.color_mode]} ({spec.color_mode}) images"
+                    )
                 out[i] = decode(im, spec)
             if not np.isfinite(out[i]).all():
                 raise RefusedImages(f"{shown} has pixel values that are NaN or infinite")
@@ -64,7 +71,7 @@ _KIND_WORDS = {"L": "grayscale", "RGB": "colour"}
 
 
 def colour_kind(im) -> str:
-    """"L" or "RGB": which of the model's colour modes the image is (a palette image by its palette)."""
+    """ "L" or "RGB": which of the model's colour modes the image is (a palette image by its palette)."""
     from PIL import Image
 
     if im.mode in ("P", "PA"):

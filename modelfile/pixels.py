@@ -43,8 +43,9 @@ SWAPS_SIDES = {5, 6, 7, 8}
 _CONVERT_BEFORE_REDUCE = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
 
 
-def to_input(im: Image.Image, spec: InputSpec, reduce: Callable[[Image.Image, InputSpec, bool], Image.Image]
-             ) -> Image.Image:
+def to_input(
+    im: Image.Image, spec: InputSpec, reduce: Callable[[Image.Image, InputSpec, bool], Image.Image]
+) -> Image.Image:
     """A loaded image brought to ``spec``: upright (EXIF), reduced by ``reduce`` (whole factors from
     ``reduction``, as the caller can afford them), in the model's colour mode, resized."""
     turn = orientation(im)

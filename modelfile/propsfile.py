@@ -31,8 +31,9 @@ def write_metadata(path: Path, meta: ModelMetadata) -> None:
 
 def with_metadata(model: bytes, meta: ModelMetadata) -> bytes:
     """``model`` carrying ``meta``, and a one-line description that tools such as Netron show."""
-    described = _replace_field(model, DOC_STRING, f"oodserve model {meta.name} v{meta.version}: "
-                               f"{meta.method}, score = {meta.score}".encode())
+    described = _replace_field(
+        model, DOC_STRING, f"oodserve model {meta.name} v{meta.version}: {meta.method}, score = {meta.score}".encode()
+    )
     return replace_entry(described, METADATA_KEY, meta.to_json())
 
 
@@ -43,8 +44,11 @@ def _replace_field(model: bytes, number: int, payload: bytes) -> bytes:
 
 def replace_entry(model: bytes, key: str, value: str) -> bytes:
     """``model`` with its ``metadata_props`` entry ``key`` set to ``value`` (other entries kept, in order)."""
-    kept = [model[start:end] for number, start, end, payload in _fields(model)
-            if number != METADATA_PROPS or _entry_key(model[payload:end]) != key]
+    kept = [
+        model[start:end]
+        for number, start, end, payload in _fields(model)
+        if number != METADATA_PROPS or _entry_key(model[payload:end]) != key
+    ]
     entry = _field(_KEY, key.encode()) + _field(_VALUE, value.encode())
     return b"".join(kept) + _field(METADATA_PROPS, entry)
 

@@ -73,24 +73,37 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
         raise TooFewImages(
             f"{len(files)} images in {folder.name!r}; recalibrating at TPR {tpr:g} needs at least "
             f"{minimum_images(tpr)} ({MIN_EXPECTED_REJECTS} expected rejections in the calibrating part and in "
-            f"the {HOLDOUT:.0%} held out)")
+            f"the {HOLDOUT:.0%} held out)"
+        )
     scores = score_images(model, files, meta, folder)
     perm = np.random.default_rng(seed).permutation(len(files))
     held, calibrating = perm[: held_out_count(len(files))], perm[held_out_count(len(files)) :]
     name = folder.resolve().name
     calibration = Calibration.from_scores(
-        scores[calibrating], tpr, split=f"recalibration: {len(calibrating)} of the {len(files)} images in {name!r}")
+        scores[calibrating], tpr, split=f"recalibration: {len(calibrating)} of the {len(files)} images in {name!r}"
+    )
     record = Recalibration(
-        folder=name, images=len(files), held_out=len(held), seed=seed, previous_threshold=meta.calibration.threshold,
+        folder=name,
+        images=len(files),
+        held_out=len(held),
+        seed=seed,
+        previous_threshold=meta.calibration.threshold,
         held_out_reject_rate_before=meta.calibration.rejected_share(scores[held]),
         held_out_reject_rate_after=calibration.rejected_share(scores[held]),
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat())
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    )
     evaluation = meta.evaluation.model_dump()
     evaluation.update(id_reject_rate=None, id_p_value_uniformity=None)
     for result in evaluation["ood"].values():
         result["accepted"] = None
-    new = ModelMetadata.model_validate({**meta.model_dump(), "calibration": calibration.model_dump(),
-                                        "evaluation": evaluation, "recalibration": record.model_dump()})
+    new = ModelMetadata.model_validate(
+        {
+            **meta.model_dump(),
+            "calibration": calibration.model_dump(),
+            "evaluation": evaluation,
+            "recalibration": record.model_dump(),
+        }
+    )
     write_file(out, with_metadata(model.read_bytes(), new))
     return Recalibrated(new, meta.calibration)
 
@@ -114,12 +127,14 @@ def describe(result: Recalibrated, out: Path) -> str:
     """What a user reads: the old and new threshold and the reject rate each gives on the held-out images."""
     meta, record = result.meta, result.meta.recalibration
     target = 1.0 - meta.calibration.tpr
-    return "\n".join([
-        f"recalibrated {meta.name} on {record.images} images in {record.folder!r}: threshold set on "
-        f"{meta.calibration.n}, {record.held_out} held out (seed {record.seed})",
-        f"threshold {result.previous.threshold:.6g} -> {meta.calibration.threshold:.6g} "
-        f"at TPR {meta.calibration.tpr:g}",
-        f"held-out reject rate: {record.held_out_reject_rate_before:.2%} before, "
-        f"{record.held_out_reject_rate_after:.2%} after (target {target:.2%})",
-        f"wrote {out}",
-    ])
+    return "\n".join(
+        [
+            f"recalibrated {meta.name} on {record.images} images in {record.folder!r}: threshold set on "
+            f"{meta.calibration.n}, {record.held_out} held out (seed {record.seed})",
+            f"threshold {result.previous.threshold:.6g} -> {meta.calibration.threshold:.6g} "
+            f"at TPR {meta.calibration.tpr:g}",
+            f"held-out reject rate: {record.held_out_reject_rate_before:.2%} before, "
+            f"{record.held_out_reject_rate_after:.2%} after (target {target:.2%})",
+            f"wrote {out}",
+        ]
+    )

@@ -120,11 +120,14 @@ class Calibration(_Strict):
 
 class OODResult(_Strict):
     auroc: Unit
-    fpr_at_95_tpr: Unit = Field(description="share accepted at the test split's own 95 % TPR score (not the served "
-                                            "threshold: see accepted)")
+    fpr_at_95_tpr: Unit = Field(
+        description="share accepted at the test split's own 95 % TPR score (not the served threshold: see accepted)"
+    )
     mmc: Unit | None = None
-    accepted: Unit | None = Field(default=None, description="share of the set accepted (ood_score <= the stored "
-                                                            "threshold): what the served model lets through")
+    accepted: Unit | None = Field(
+        default=None,
+        description="share of the set accepted (ood_score <= the stored threshold): what the served model lets through",
+    )
 
 
 class Evaluation(_Strict):
@@ -133,15 +136,20 @@ class Evaluation(_Strict):
     test_accuracy: Unit | None = None
     test_split: str | None = Field(default=None, description="which images the accuracy was measured on")
     ood: dict[str, OODResult] = Field(default_factory=dict, description="OOD set name -> result (ID positive)")
-    id_reject_rate: Unit | None = Field(default=None, description="share of the test split rejected at the stored "
-                                                                  "threshold (the promise: about 1 - calibration.tpr)")
+    id_reject_rate: Unit | None = Field(
+        default=None,
+        description="share of the test split rejected at the stored threshold (the promise: about 1 - calibration.tpr)",
+    )
     id_p_value_uniformity: Unit | None = Field(
-        default=None, description="Kolmogorov-Smirnov test p-value of the test split's conformal p-values against "
-                                  "U[0,1]: small means the calibration split and the test split are not exchangeable")
+        default=None,
+        description="Kolmogorov-Smirnov test p-value of the test split's conformal p-values against "
+        "U[0,1]: small means the calibration split and the test split are not exchangeable",
+    )
     score_choice: dict[str, Unit] = Field(
         default_factory=dict,
         description="score name -> AUROC, validation split vs training noise, of each score the method offers "
-                    "(what `training.export --score auto` chose by); empty when the method has one score")
+        "(what `training.export --score auto` chose by); empty when the method has one score",
+    )
 
 
 class Recalibration(_Strict):
@@ -153,8 +161,9 @@ class Recalibration(_Strict):
     held_out: int = Field(ge=1, description="of which held out (seeded) to measure the reject rate")
     seed: int
     previous_threshold: float = Field(description="the threshold the file had before")
-    held_out_reject_rate_before: Unit = Field(description="share of the held-out images the previous threshold "
-                                                          "rejected")
+    held_out_reject_rate_before: Unit = Field(
+        description="share of the held-out images the previous threshold rejected"
+    )
     held_out_reject_rate_after: Unit = Field(description="share of the held-out images the new threshold rejects")
     created: str | None = None
 
@@ -173,11 +182,15 @@ class ModelMetadata(_Strict):
     architecture: str | None = None
     created: str | None = None
     precision: Literal["fp32", "int8"] = Field(
-        default="fp32", description="the network's arithmetic: int8 for a file quantized by `training.export "
-                                    "--quantize int8` (softmax, score and input-domain guard stay float32)")
+        default="fp32",
+        description="the network's arithmetic: int8 for a file quantized by `training.export "
+        "--quantize int8` (softmax, score and input-domain guard stay float32)",
+    )
     quantized_from: Annotated[str, Field(pattern=r"^[^/\\]{1,255}(/[^/\\]{1,255})?$")] | None = Field(
-        default=None, description="for an int8 file: the checkpoint its float32 graph was exported from, as "
-                                  "RUN/FILE (never an absolute path)")
+        default=None,
+        description="for an int8 file: the checkpoint its float32 graph was exported from, as "
+        "RUN/FILE (never an absolute path)",
+    )
     recalibration: Recalibration | None = None
 
     @model_validator(mode="after")

@@ -245,8 +245,9 @@ def send_test_images(service: str, models: dict[str, dict], raw: dict[str, list[
     return requests
 
 
-def send_to_model(pool: ThreadPoolExecutor, service: str, model: str, own: str, other: str,
-                  raw: dict[str, list[tuple[bytes, int]]]) -> tuple[int, list[float], dict[str, float]]:
+def send_to_model(
+    pool: ThreadPoolExecutor, service: str, model: str, own: str, other: str, raw: dict[str, list[tuple[bytes, int]]]
+) -> tuple[int, list[float], dict[str, float]]:
     """Every image of ``own`` (the model's data set) and of ``other`` in a request each, and 8 of
     ``own`` in one: (requests sent, their round trips, accuracy and OOD rates)."""
     singles = [pool.submit(predict, service, model, "file", [png]) for png, _ in raw[own]]

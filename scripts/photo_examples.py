@@ -30,8 +30,14 @@ def free_port() -> int:
 def post(url: str, path: Path) -> dict:
     boundary = uuid.uuid4().hex
     kind = "image/jpeg" if path.suffix == ".jpg" else "image/png"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: {kind}\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            f"Content-Type: {kind}\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
@@ -48,8 +54,12 @@ def ready(url: str) -> bool:
 def main() -> None:
     (model,) = [p.stem for p in sorted((ROOT / "models").glob("cifar10-*.onnx")) if not p.stem.endswith("-int8")]
     port = free_port()
-    env = {**os.environ, "OODSERVE_MODEL_DIR": str(ROOT / "models"), "OODSERVE_HOST": "127.0.0.1",
-           "OODSERVE_PORT": str(port)}
+    env = {
+        **os.environ,
+        "OODSERVE_MODEL_DIR": str(ROOT / "models"),
+        "OODSERVE_HOST": "127.0.0.1",
+        "OODSERVE_PORT": str(port),
+    }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

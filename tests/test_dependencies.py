@@ -34,14 +34,18 @@ def declared(extra: str) -> set[str]:
     return {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
 
 
-@pytest.mark.parametrize(("extra", "folders"), [("train", ["training", "modelfile"]),
-                                                ("serve", ["service", "modelfile"]),
-                                                ("gpu", ["service", "modelfile"])])
+@pytest.mark.parametrize(
+    ("extra", "folders"),
+    [("train", ["training", "modelfile"]), ("serve", ["service", "modelfile"]), ("gpu", ["service", "modelfile"])],
+)
 def test_every_imported_package_is_in_the_extra(extra, folders):
     distributions = importlib.metadata.packages_distributions()
     have = declared(extra) | ({"onnxruntime"} if extra == "gpu" else set())  # onnxruntime-gpu provides it
-    missing = {m: distributions.get(m) for m in third_party_imports(folders)
-               if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & have}
+    missing = {
+        m: distributions.get(m)
+        for m in third_party_imports(folders)
+        if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & have
+    }
     assert not missing, f"imported by {folders} but not in the {extra!r} extra: {missing}"
 
 

@@ -7,8 +7,10 @@ onnxruntime."""
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -36,15 +38,22 @@ def imports_of(path: Path) -> set[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}
-    return {m for m in found if (REPO / Path(*m.split("."))).with_suffix(".py").is_file()
-            or (REPO / Path(*m.split(".")) / "__init__.py").is_file()}
+    return {
+        m
+        for m in found
+        if (REPO / Path(*m.split("."))).with_suffix(".py").is_file()
+        or (REPO / Path(*m.split(".")) / "__init__.py").is_file()
+    }
 
 
 def graph(*folders: str) -> dict[str, set[str]]:
     """Module -> the modules it imports, less its own packages (``from . import x`` runs this package's
     ``__init__`` first, which Python does for every submodule anyway)."""
-    return {module_name(p): imports_of(p) - {module_name(p)} - ancestors(module_name(p))
-            for folder in folders for p in sorted((REPO / folder).rglob("*.py"))}
+    return {
+        module_name(p): imports_of(p) - {module_name(p)} - ancestors(module_name(p))
+        for folder in folders
+        for p in sorted((REPO / folder).rglob("*.py"))
+    }
 
 
 def ancestors(module: str) -> set[str]:
@@ -59,7 +68,7 @@ def cycle(g: dict[str, set[str]]) -> list[str] | None:
         state[m] = 1
         for n in sorted(g.get(m, ())):
             if state.get(n) == 1:
-                return [*path[path.index(n):], n] if n in path else [m, n]
+                return [*path[path.index(n) :], n] if n in path else [m, n]
             if n not in state and (found := visit(n, [*path, n])):
                 return found
         state[m] = 2
@@ -119,8 +128,11 @@ def test_each_room_of_training_imports_only_itself_and_the_rooms_before_it():
         if (room := training_room_of(m)) is None:
             continue
         allowed = set(TRAINING_ROOMS[: TRAINING_ROOMS.index(room) + 1])
-        wrong = {n for n in targets if n.startswith("training.") and training_room_of(n) not in allowed
-                 and n not in TRAINING_SHARED}
+        wrong = {
+            n
+            for n in targets
+            if n.startswith("training.") and training_room_of(n) not in allowed and n not in TRAINING_SHARED
+        }
         assert not wrong, (m, wrong)
 
 
@@ -154,23 +166,65 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_serving_code_and_its_tests_never_import_training_or_torch(folder):
     for path in sorted((REPO / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] in ("training", "torch")], (path, names)
+
+
+def wrapped_lines(source: str) -> set[int]:
+    """Line numbers that start inside an open bracket: the continuation lines of one wrapped expression.
+
+    Sizes are counted without them, so that they measure what is written, not how the formatter lays out a
+    long call (one argument a line); a docstring or a comment still counts line by line.
+    """
+    depth, inside = 0, set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        elif tok.type in (tokenize.NL, tokenize.NEWLINE) and depth > 0:
+            inside.add(tok.start[0] + 1)
+    return inside
 
 
 @pytest.mark.parametrize("folder", ["modelfile", "training", "service", "bench", "scripts"])
 def test_functions_stay_small(folder):
     for path in sorted((REPO / folder).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        source = path.read_text()
+        wrapped = wrapped_lines(source)
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                assert node.end_lineno - node.lineno < 60, (path, node.name)
+                lines = set(range(node.lineno, node.end_lineno + 1)) - wrapped
+                assert len(lines) <= 60, (path, node.name, len(lines))
 
 
 @pytest.mark.parametrize("folder", PACKAGES)
 def test_modules_stay_small(folder):
     for path in sorted((REPO / folder).rglob("*.py")):
-        assert len(path.read_text().splitlines()) <= 400, path
+        source = path.read_text()
+        assert len(source.splitlines()) - len(wrapped_lines(source)) <= 400, path
+
+
+def test_a_call_wrapped_one_argument_a_line_counts_as_one_line():
+    lines = [
+        "def f():",
+        '    """Two',
+        '    lines."""',
+        "    g(",
+        "        1,",
+        "        2,",
+        "    )",
+        "    # why",
+        "    return 3",
+    ]
+    source = "\n".join(lines) + "\n"
+    assert wrapped_lines(source) == {5, 6, 7}
 
 
 # --- the rooms of the service ----------------------------------------------------------------------
@@ -197,15 +251,23 @@ def test_the_service_is_rooms_one_level_deep_and_a_short_top():
         assert not [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)], f"{init}: no imports"
 
 
-@pytest.mark.parametrize(("room", "never"), [
-    ("pipeline", {"http", "models"}),
-    ("models", {"http"}),
-    ("metrics", {"http", "pipeline", "models"}),
-])
+@pytest.mark.parametrize(
+    ("room", "never"),
+    [
+        ("pipeline", {"http", "models"}),
+        ("models", {"http"}),
+        ("metrics", {"http", "pipeline", "models"}),
+    ],
+)
 def test_the_rooms_of_the_service_import_downwards(room, never):
     g = graph("service")
-    crossing = {(m, n) for m, targets in g.items() if m.startswith(f"service.{room}.")
-                for n in targets if n.startswith("service.") and room_of(n) in never}
+    crossing = {
+        (m, n)
+        for m, targets in g.items()
+        if m.startswith(f"service.{room}.")
+        for n in targets
+        if n.startswith("service.") and room_of(n) in never
+    }
     assert not crossing, crossing
 
 

@@ -40,13 +40,17 @@ class CommandAliases(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
     def source(self, name: str) -> str | None:
         if name in SECOND_NAMES:
             command, module = SECOND_NAMES[name]
-            return (f"import sys\n\nfrom {module} import main\n\nif __name__ == '__main__':\n"
-                    f"    print('note: this command is {command}', file=sys.stderr)\n    main()\n")
+            return (
+                f"import sys\n\nfrom {module} import main\n\nif __name__ == '__main__':\n"
+                f"    print('note: this command is {command}', file=sys.stderr)\n    main()\n"
+            )
         method = method_commands().get(name)
         if method is None:
             return None
-        return (f"from training.cli import main as _train\n\n\ndef main(argv=None):\n    _train({method!r}, argv)\n\n\n"
-                "if __name__ == '__main__':\n    main()\n")
+        return (
+            f"from training.cli import main as _train\n\n\ndef main(argv=None):\n    _train({method!r}, argv)\n\n\n"
+            "if __name__ == '__main__':\n    main()\n"
+        )
 
     def get_source(self, fullname):
         return self.source(fullname.rpartition(".")[2])

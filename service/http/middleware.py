@@ -132,9 +132,7 @@ class RequestMetrics:
       refusing costs a fraction of what serving costs.
     """
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, refusal: RefusalCheck
-    ):
+    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain, body_timeout_s: float, refusal: RefusalCheck):
         self.app = app
         self.metrics = metrics
         self.drain = drain
@@ -222,4 +220,3 @@ class _Outcome:
         log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
         response = error_response(Request(scope), 500, "server_error", f"internal error ({type(exc).__name__})")
         await response(scope, self.receive, self.send)
-

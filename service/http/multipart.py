@@ -42,9 +42,7 @@ def boundary_of(content_type: str) -> bytes:
     if boundary is None:
         raise MultipartError("the Content-Type header has no boundary parameter")
     if not _BOUNDARY.fullmatch(boundary):
-        raise MultipartError(
-            "the Content-Type header's boundary is not 1 to 70 of the characters RFC 2046 allows"
-        )
+        raise MultipartError("the Content-Type header's boundary is not 1 to 70 of the characters RFC 2046 allows")
     return boundary.encode("ascii")
 
 

@@ -84,7 +84,7 @@ _BODY_DOC = {
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 

@@ -54,10 +54,13 @@ class ModelInfo(BaseModel):
     tpr: float = Field(description="share of in-distribution validation images accepted at the threshold")
     calibration_split: str = Field(description="data the threshold was calibrated on")
     recalibration: Recalibration | None = Field(
-        None, description="where the threshold was set again after export (`python -m modelfile recalibrate`)")
-    evaluation: Evaluation = Field(description="test accuracy and OOD detection results; measured at the stored "
-                                               "threshold: `id_reject_rate` (share of the test split rejected) "
-                                               "and each OOD set's `accepted` share")
+        None, description="where the threshold was set again after export (`python -m modelfile recalibrate`)"
+    )
+    evaluation: Evaluation = Field(
+        description="test accuracy and OOD detection results; measured at the stored "
+        "threshold: `id_reject_rate` (share of the test split rejected) "
+        "and each OOD set's `accepted` share"
+    )
     providers: list[str] = Field(description="onnxruntime execution providers in use, in order")
 
 

@@ -38,6 +38,7 @@ from service.pipeline.deadline import Deadline
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 
+
 def server_version() -> str:
     try:
         return version("oodserve")

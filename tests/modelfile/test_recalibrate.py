@@ -31,8 +31,14 @@ PHOTOS = REPO / "models" / "cifar10-acet-oe-fastnet.onnx"
 
 def recalibrate(*args: object) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "modelfile", "recalibrate", *map(str, args)],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "modelfile", "recalibrate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def write_digits(folder: Path, n: int, blur: float = 0.0) -> Path:
@@ -77,8 +83,10 @@ def test_the_service_serves_the_new_threshold_and_says_where_it_was_set(blurred,
     site.mkdir()
     assert recalibrate(DIGITS, "--images", blurred, "--out", site / "digits-site.onnx").returncode == 0
     new = read_metadata(site / "digits-site.onnx")
-    with ServerThread(settings_for(site, default_model=new.name)) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        ServerThread(settings_for(site, default_model=new.name)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         info = client.get("/models").json()["models"][0]
         image = next(iter(sorted(blurred.glob("*.png"))))
         answer = client.post("/predict", files={"file": (image.name, image.read_bytes(), "image/png")}).json()
@@ -93,8 +101,11 @@ def test_the_new_file_is_the_old_graph_and_weights_with_new_metadata(blurred, tm
     old, new = onnx.load(str(DIGITS)), onnx.load(str(out))
     onnx.checker.check_model(new)
     assert new.graph.SerializeToString() == old.graph.SerializeToString()
-    assert (new.ir_version, new.doc_string, list(new.opset_import)) == (old.ir_version, old.doc_string,
-                                                                        list(old.opset_import))
+    assert (new.ir_version, new.doc_string, list(new.opset_import)) == (
+        old.ir_version,
+        old.doc_string,
+        list(old.opset_import),
+    )
     assert [p.key for p in new.metadata_props] == [METADATA_KEY]
     assert json.loads(new.metadata_props[0].value)["recalibration"]["folder"] == "blurred-scanner"
 
@@ -156,19 +167,24 @@ def test_other_refusals(blurred, tmp_path):
     plain = onnx.load(str(DIGITS))
     del plain.metadata_props[:]
     onnx.save(plain, str(tmp_path / "plain.onnx"))
-    assert "not an oodserve model file" in refusal(tmp_path / "plain.onnx", "--images", blurred,
-                                                   "--out", tmp_path / "n.onnx")
+    assert "not an oodserve model file" in refusal(
+        tmp_path / "plain.onnx", "--images", blurred, "--out", tmp_path / "n.onnx"
+    )
     assert refusal(DIGITS, "--images", tmp_path / "nowhere", "--out", tmp_path / "n.onnx").endswith(
-        "nowhere: no such folder")
+        "nowhere: no such folder"
+    )
     assert refusal(tmp_path / "missing.onnx", "--images", blurred, "--out", tmp_path / "n.onnx").endswith(
-        "missing.onnx: no such file")
+        "missing.onnx: no such file"
+    )
     assert "no such folder" in refusal(DIGITS, "--images", blurred, "--out", tmp_path / "nope" / "n.onnx")
     broken = write_digits(tmp_path / "broken", 700)
     (broken / "0000.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     assert refusal(DIGITS, "--images", broken, "--out", tmp_path / "n.onnx").startswith(
-        "error: broken/0000.png: not a readable image")
+        "error: broken/0000.png: not a readable image"
+    )
     assert refusal(DIGITS, "--images", blurred, "--tpr", "1", "--out", tmp_path / "n.onnx") == (
-        "error: --tpr 1: must lie strictly between 0 and 1")
+        "error: --tpr 1: must lie strictly between 0 and 1"
+    )
 
 
 def _variety() -> dict[str, bytes]:
@@ -181,10 +197,14 @@ def _variety() -> dict[str, bytes]:
     rgba.putalpha(Image.linear_gradient("L").resize(cat.size))
     sixteen = Image.fromarray((np.asarray(cat.convert("L"), np.uint16) * 257).astype(np.uint16))
     return {
-        "digit.png": encode(Image.fromarray(mnist()[0][7])), "cat.jpg": encode(cat, "JPEG", quality=90),
-        "rotated.jpg": encode(cat, "JPEG", quality=90, exif=exif), "alpha.png": encode(rgba),
-        "palette.gif": encode(cat.convert("P")), "gray16.png": encode(sixteen), "cmyk.tif": encode(
-            cat.convert("CMYK"), "TIFF"), "tiny.bmp": encode(cat.resize((5, 3)), "BMP"),
+        "digit.png": encode(Image.fromarray(mnist()[0][7])),
+        "cat.jpg": encode(cat, "JPEG", quality=90),
+        "rotated.jpg": encode(cat, "JPEG", quality=90, exif=exif),
+        "alpha.png": encode(rgba),
+        "palette.gif": encode(cat.convert("P")),
+        "gray16.png": encode(sixteen),
+        "cmyk.tif": encode(cat.convert("CMYK"), "TIFF"),
+        "tiny.bmp": encode(cat.resize((5, 3)), "BMP"),
     }
 
 

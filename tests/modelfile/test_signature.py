@@ -80,8 +80,16 @@ def test_the_metadata_writer_changes_the_metadata_and_description_only(tmp_path)
 def test_a_bare_graph_gets_its_first_metadata(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     bare = tmp_path / "bare.onnx"
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
-                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])),
-              str(bare))
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(
+                [helper.make_node("Identity", ["x"], ["y"])],
+                "g",
+                [x],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+            )
+        ),
+        str(bare),
+    )
     write_metadata(bare, read_metadata(DIGITS))
     assert onnx.load(str(bare)).metadata_props[0].key == "oodserve"

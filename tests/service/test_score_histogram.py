@@ -23,10 +23,16 @@ def buckets_after(meta, scores: np.ndarray) -> dict[float, float]:
     metrics = Metrics()
     model = metrics.for_model(meta)
     model.observe_verdicts(scores, np.full(len(scores), 0.5), scores > meta.calibration.threshold)
-    [family] = [f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
-                if f.name == "oodserve_ood_score"]
-    return {float(s.labels["le"]): s.value for s in family.samples
-            if s.name.endswith("_bucket") and s.labels["model"] == meta.name}
+    [family] = [
+        f
+        for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        if f.name == "oodserve_ood_score"
+    ]
+    return {
+        float(s.labels["le"]): s.value
+        for s in family.samples
+        if s.name.endswith("_bucket") and s.labels["model"] == meta.name
+    }
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])

@@ -30,5 +30,12 @@ def write_cifar10_files(root: Path, n_train: int = 8, n_test: int = 3) -> Path:
 def offline_env() -> dict[str, str]:
     """The environment of a CLI subprocess with no network: every HTTP(S) request goes to a closed port."""
     closed = "http://127.0.0.1:9"
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HTTP_PROXY": closed, "HTTPS_PROXY": closed, "http_proxy": closed,
-            "https_proxy": closed, "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HTTP_PROXY": closed,
+        "HTTPS_PROXY": closed,
+        "http_proxy": closed,
+        "https_proxy": closed,
+        "OMP_NUM_THREADS": "1",
+    }

@@ -15,8 +15,17 @@ from training.run.loop import train
 
 
 def run(tmp: Path, name: str, method: dict, **overrides) -> Path:
-    cfg = TrainConfig(dataset="mnist5k", model="lenet", method=method, epochs=4, batch_size=64, lr=0.05,
-                      out=str(tmp / name), progress=False, device="cpu")
+    cfg = TrainConfig(
+        dataset="mnist5k",
+        model="lenet",
+        method=method,
+        epochs=4,
+        batch_size=64,
+        lr=0.05,
+        out=str(tmp / name),
+        progress=False,
+        device="cpu",
+    )
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return train(cfg)
@@ -48,7 +57,6 @@ def isomax_ckpt(runs_dir: Path) -> Path:
     return run(runs_dir, "isomax", spec("isomax+", entropic_scale=10.0))
 
 
-
 @pytest.fixture(scope="session")
 def isomax_wide_val_ckpt(runs_dir: Path) -> Path:
     """IsoMax+ with half of mnist5k's training digits held out for calibration (2,000): a calibration set
@@ -73,8 +81,19 @@ def rgb_resnet(runs_dir: Path, cifar10_files: Path) -> tuple[Path, Path]:
     to the tests that use it (serving, evaluation), only its shape and that its outputs are its own."""
     from training.export import export_checkpoint
 
-    ckpt = run(runs_dir, "cifar10-plain", spec("plain"), dataset="cifar10", data_root=str(cifar10_files),
-               model="resnet_small", epochs=2, max_steps=8, batch_size=16, lr=0.05, download=False)
+    ckpt = run(
+        runs_dir,
+        "cifar10-plain",
+        spec("plain"),
+        dataset="cifar10",
+        data_root=str(cifar10_files),
+        model="resnet_small",
+        epochs=2,
+        max_steps=8,
+        batch_size=16,
+        lr=0.05,
+        download=False,
+    )
     onnx = runs_dir / "cifar10-plain-resnet.onnx"
     export_checkpoint(ckpt, onnx, name="cifar10-plain-resnet")
     return ckpt, onnx

@@ -26,8 +26,9 @@ def test_a_spec_line_names_every_option_and_the_wrapped_method():
 def test_the_card_says_which_ood_rows_were_of_a_kind_seen_in_training():
     from training.bundled import seen_in_training
 
-    oe = spec("acet", pgd_steps=0, noise=("blurred-uniform", "blurred-permuted", "strokes", "fractal"),
-              outliers="w.zip")
+    oe = spec(
+        "acet", pgd_steps=0, noise=("blurred-uniform", "blurred-permuted", "strokes", "fractal"), outliers="w.zip"
+    )
     acet = {**oe, "pgd_steps": 5}
     assert seen_in_training("uniform", oe) == "yes" and seen_in_training("mnist", oe).startswith("imitated")
     assert seen_in_training("permuted", {**oe, "noise": ["uniform", "strokes"]}) == "no"  # a spec with former names

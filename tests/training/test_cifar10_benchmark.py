@@ -24,8 +24,20 @@ def bench() -> dict:
 
 
 def run(bench: dict, data: Path, runs: Path, stages: str, *extra: str) -> None:
-    bench["main"](["--data-root", str(data), "--runs", str(runs), "--out", str(runs.parent / "out"), *TINY,
-                   "--stages", stages, *extra])
+    bench["main"](
+        [
+            "--data-root",
+            str(data),
+            "--runs",
+            str(runs),
+            "--out",
+            str(runs.parent / "out"),
+            *TINY,
+            "--stages",
+            stages,
+            *extra,
+        ]
+    )
 
 
 def stamp(runs: Path, label: str) -> dict:
@@ -62,8 +74,9 @@ def test_an_unfinished_stage_resumes_after_its_last_epoch(bench, cifar10_files, 
     # what a session that ran out of time after epoch 1 leaves behind: the epoch's checkpoint, an open stamp
     epochs = argv.index("--epochs") + 1
     cli.main("acet", [*argv[:epochs], "1", *argv[epochs + 1 :]])
-    (runs / "plain" / "bench-stage.json").write_text(json.dumps(
-        {"recipe": bench["recipe"](argv), "done": False, "seconds": 5.0, "cpu_seconds": 5.0, "sessions": 0}))
+    (runs / "plain" / "bench-stage.json").write_text(
+        json.dumps({"recipe": bench["recipe"](argv), "done": False, "seconds": 5.0, "cpu_seconds": 5.0, "sessions": 0})
+    )
     capsys.readouterr()
     run(bench, cifar10_files, runs, "plain")
     assert "resuming" in capsys.readouterr().out

@@ -27,10 +27,35 @@ def zipped(files: Path, root: Path) -> Path:
 
 def train_cli(data_root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training", "acet", "--dataset", "cifar10", "--data-root", str(data_root),
-         "--model", "resnet_small", "--pgd-steps", "1", "--epochs", "1", "--max-steps", "3", "--batch-size", "8",
-         "--no-progress", "--no-download", "--out", str(out), *extra],
-        capture_output=True, text=True, env=offline_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "acet",
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(data_root),
+            "--model",
+            "resnet_small",
+            "--pgd-steps",
+            "1",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--no-download",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=300,
     )
 
 

@@ -55,7 +55,7 @@ def export_help(capsys) -> str:
 
 
 def flag_help(text: str, option: str) -> str:
-    return text[text.index(option, text.index("options:")):].split(" --")[0]
+    return text[text.index(option, text.index("options:")) :].split(" --")[0]
 
 
 def test_every_export_flag_defaults_to_export_checkpoint(capsys):

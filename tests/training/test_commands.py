@@ -16,8 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 
 def test_the_training_command_lists_its_methods():
@@ -26,9 +25,14 @@ def test_the_training_command_lists_its_methods():
     assert run("training", "no-such-method").returncode != 0
 
 
-@pytest.mark.parametrize(("module", "method", "own_flag"), [("training.acet", "acet", "--pgd-steps"),
-                                                           ("training.isomax", "isomax+", "--acet"),
-                                                           ("training.mcd", "mcd", "--finetune-lr")])
+@pytest.mark.parametrize(
+    ("module", "method", "own_flag"),
+    [
+        ("training.acet", "acet", "--pgd-steps"),
+        ("training.isomax", "isomax+", "--acet"),
+        ("training.mcd", "mcd", "--finetune-lr"),
+    ],
+)
 def test_a_method_s_module_name_runs_the_one_training_command(module, method, own_flag):
     proc = run(module, "--help")
     assert proc.returncode == 0, proc.stderr

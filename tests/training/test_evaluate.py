@@ -15,8 +15,16 @@ from PIL import Image
 from training.evaluation import evaluate, ood_sets
 from training.evaluation.ood_sets import InputShape
 
-SHARED_ROWS = ("uniform", "permuted", "noise", "fake-cifar-gray", "scaled-noise x1", "scaled-noise x10",
-               "scaled-noise x100", "scaled-noise x1000")
+SHARED_ROWS = (
+    "uniform",
+    "permuted",
+    "noise",
+    "fake-cifar-gray",
+    "scaled-noise x1",
+    "scaled-noise x10",
+    "scaled-noise x100",
+    "scaled-noise x1000",
+)
 METRICS = ("mmc", "auroc", "fpr95", "aupr_in", "aupr_out")
 
 
@@ -42,8 +50,19 @@ def trained(tmp_path_factory):
     from training.run.loop import train
 
     d = tmp_path_factory.mktemp("evaluate")
-    cfg = TrainConfig(dataset="mnist5k", model="lenet", method={"name": "plain"}, epochs=1, max_steps=60,
-                      batch_size=64, lr=0.05, seed=0, out=str(d / "run"), progress=False, device="cpu")
+    cfg = TrainConfig(
+        dataset="mnist5k",
+        model="lenet",
+        method={"name": "plain"},
+        epochs=1,
+        max_steps=60,
+        batch_size=64,
+        lr=0.05,
+        seed=0,
+        out=str(d / "run"),
+        progress=False,
+        device="cpu",
+    )
     ckpt = train(cfg)
     onnx = d / "plain.onnx"
     export_checkpoint(ckpt, onnx, name="plain-test")
@@ -55,11 +74,31 @@ def evaluated(trained):
     ckpt, onnx, d = trained
     fake = _jpeg_zip(d / "fake-cifar.zip")
     out = d / "eval"
-    ev = evaluate.main([
-        "--checkpoint", f"ckpt={ckpt}", "--onnx", f"onnx={onnx}", "--checkpoint", f"both={ckpt}", "--onnx",
-        f"both={onnx}", "--ood", f"uniform,permuted,noise,imagefolder:{fake}-gray,adv-noise,adv-samples,scaled-noise",
-        "--n-id", "400", "--n-ood", "100", "--n-adv", "24", "--adv-steps", "5", "--out", str(out), "--no-progress",
-    ])
+    ev = evaluate.main(
+        [
+            "--checkpoint",
+            f"ckpt={ckpt}",
+            "--onnx",
+            f"onnx={onnx}",
+            "--checkpoint",
+            f"both={ckpt}",
+            "--onnx",
+            f"both={onnx}",
+            "--ood",
+            f"uniform,permuted,noise,imagefolder:{fake}-gray,adv-noise,adv-samples,scaled-noise",
+            "--n-id",
+            "400",
+            "--n-ood",
+            "100",
+            "--n-adv",
+            "24",
+            "--adv-steps",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     # the zip set's name is long; give it a short alias for the assertions
     for m in ev.models:
         m.sets["fake-cifar-gray"] = m.sets[f"imagefolder:{fake}-gray"]

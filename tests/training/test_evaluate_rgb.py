@@ -22,10 +22,32 @@ SETS = (f"imagefolder:{DIGITS}", "uniform", "noise", "textures", "scaled-noise",
 def test_evaluate_cli_on_an_rgb_model(rgb_resnet, cifar10_files, tmp_path):
     ckpt, onnx = rgb_resnet
     proc = subprocess.run(
-        [sys.executable, "-m", "training.evaluation", "--checkpoint", f"resnet={ckpt}", "--onnx", f"resnet={onnx}",
-         "--ood", ",".join(SETS), "--data-root", str(cifar10_files), "--n-ood", "40", "--n-adv", "8",
-         "--adv-steps", "3", "--out", str(tmp_path / "eval"), "--no-progress"],
-        capture_output=True, text=True, env=offline_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training.evaluation",
+            "--checkpoint",
+            f"resnet={ckpt}",
+            "--onnx",
+            f"resnet={onnx}",
+            "--ood",
+            ",".join(SETS),
+            "--data-root",
+            str(cifar10_files),
+            "--n-ood",
+            "40",
+            "--n-adv",
+            "8",
+            "--adv-steps",
+            "3",
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the numbers it prints are the model file's, on the 30 test images of the data root
@@ -37,8 +59,15 @@ def test_evaluate_cli_on_an_rgb_model(rgb_resnet, cifar10_files, tmp_path):
     assert f"resnet (TE {100 * error:.2f} %)" in out
     assert re.search(rf"\| ID test rejected \| {100 * rejected:.2f} % \|", out), out
     assert "| cifar10 test split (in-dist.) |" in out
-    rows = [f"imagefolder:{DIGITS}", "uniform", "noise", "textures", "adv-noise", "adv-samples",
-            *(f"scaled-noise x{a}" for a in (1, 10, 100, 1000))]
+    rows = [
+        f"imagefolder:{DIGITS}",
+        "uniform",
+        "noise",
+        "textures",
+        "adv-noise",
+        "adv-samples",
+        *(f"scaled-noise x{a}" for a in (1, 10, 100, 1000)),
+    ]
     for row in rows:
         assert f"| {row} |" in out, row
     result = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]

@@ -100,8 +100,11 @@ def test_the_fast_schedule_warms_up_then_decays_linearly_and_biases_learn_64x_fa
     cfg = fast_config()
     per_epoch, total, epochs = steps_of(cfg, 45_000, 1)
     assert (per_epoch, total, epochs) == (87, 87 * 32, 32)  # 45,000 training images in batches of 512
-    model = models.build("fastnet", datasets.DatasetInfo("c", tuple("0123456789"), 3, 32, 32, (0.5,) * 3,
-                                                         (0.25,) * 3), build(spec("plain")).make_head)
+    model = models.build(
+        "fastnet",
+        datasets.DatasetInfo("c", tuple("0123456789"), 3, 32, 32, (0.5,) * 3, (0.25,) * 3),
+        build(spec("plain")).make_head,
+    )
     optim = Optimisation.for_run(model, cfg, total, Precision("cpu", None))
     assert optim.opt.defaults["nesterov"] and len(optim.opt.param_groups) == 2
     lrs, bias_lrs = [], []
@@ -122,14 +125,35 @@ def test_the_fast_schedule_warms_up_then_decays_linearly_and_biases_learn_64x_fa
 
 
 def fast_cmd(data_root: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "training.acet", "--dataset", "cifar10", "--data-root", str(data_root),
-            "--no-download", "--recipe", "fast", "--at-frac", "0", "--epochs", "4", "--batch-size", "12",
-            "--lookahead", "2", "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "training.acet",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(data_root),
+        "--no-download",
+        "--recipe",
+        "fast",
+        "--at-frac",
+        "0",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "12",
+        "--lookahead",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def test_a_run_killed_mid_epoch_resumes_bit_exact_with_its_lookahead_state(cifar10_files, tmp_path):
-    whole = subprocess.run(fast_cmd(cifar10_files, tmp_path / "whole"), capture_output=True, text=True,
-                           env=offline_env(), timeout=300)
+    whole = subprocess.run(
+        fast_cmd(cifar10_files, tmp_path / "whole"), capture_output=True, text=True, env=offline_env(), timeout=300
+    )
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "recipe fast" in whole.stdout
     cmd = fast_cmd(cifar10_files, tmp_path / "split")
@@ -154,8 +178,11 @@ def test_a_run_killed_mid_epoch_resumes_bit_exact_with_its_lookahead_state(cifar
 def fastnet_ckpt(cifar10_files, runs_dir) -> Path:
     from training.run.loop import train
 
-    return train(fast_config(data_root=str(cifar10_files), download=False, epochs=2, batch_size=12,
-                             out=str(runs_dir / "cifar10-fastnet")))
+    return train(
+        fast_config(
+            data_root=str(cifar10_files), download=False, epochs=2, batch_size=12, out=str(runs_dir / "cifar10-fastnet")
+        )
+    )
 
 
 def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path):
@@ -173,8 +200,10 @@ def test_the_fast_network_exports_and_serves_a_real_jpeg(fastnet_ckpt, tmp_path)
         buf = io.BytesIO()
         im.convert("RGB").resize((32, 32), Image.BILINEAR).save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()
-    with ServerThread(settings_for(model_dir, default_model=onnx_path.stem)) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        ServerThread(settings_for(model_dir, default_model=onnx_path.stem)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         r = client.post("/predict", params={"top_k": 10}, files={"file": ("cat.jpg", jpeg, "image/jpeg")})
     assert r.status_code == 200, r.text
     [answer] = r.json()["predictions"]
@@ -222,5 +251,5 @@ def test_augmentation_translates_by_at_most_pad_flips_the_given_images_and_cuts_
     for i in range(6):  # the uncut image is the original, mirrored where asked, shifted by at most 2 pixels
         source = x[i].flip(2) if flip[i] else x[i]
         padded = torch.nn.functional.pad(source[None], (2, 2, 2, 2), mode="reflect")[0]
-        assert any(torch.equal(plain[i], padded[:, dy:dy + 32, dx:dx + 32]) for dy in range(5) for dx in range(5))
+        assert any(torch.equal(plain[i], padded[:, dy : dy + 32, dx : dx + 32]) for dy in range(5) for dx in range(5))
     assert torch.equal(datasets.alternating_flips(10, 0, 0), ~datasets.alternating_flips(10, 1, 0))

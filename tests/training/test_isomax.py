@@ -74,9 +74,12 @@ def test_served_confidence_of_correctly_classified_digits_averages_at_least_0_8(
     model_dir.mkdir()
     (model_dir / auto_exported.name).write_bytes(auto_exported.read_bytes())
     digits = sorted(HELD_OUT.glob("*.png"))[:16]  # the service's max_files
-    with ServerThread(settings_for(model_dir, default_model=auto_exported.stem)) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
-        answers = client.post("/predict", files=[("files", (p.name, p.read_bytes(), "image/png"))
-                                                 for p in digits]).json()["predictions"]
+    with (
+        ServerThread(settings_for(model_dir, default_model=auto_exported.stem)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        answers = client.post(
+            "/predict", files=[("files", (p.name, p.read_bytes(), "image/png")) for p in digits]
+        ).json()["predictions"]
     right = [a["confidence"] for a, p in zip(answers, digits, strict=True) if a["label"] == p.stem[-1]]
     assert len(right) >= len(digits) - 2 and np.mean(right) >= 0.8

@@ -33,8 +33,25 @@ from training.run.checkpoint import load as load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = REPO / "tests" / "data" / "mnist-t10k-heldout"
 # The plain fixture's budget (tests/training/conftest.py) for pre-training, then 2 fine-tuning epochs.
-MCD_ARGS = ["--dataset", "mnist5k", "--model", "lenet", "--epochs", "4", "--batch-size", "64", "--lr", "0.05",
-            "--finetune-epochs", "2", "--device", "cpu", "--no-progress"]
+MCD_ARGS = [
+    "--dataset",
+    "mnist5k",
+    "--model",
+    "lenet",
+    "--epochs",
+    "4",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.05",
+    "--finetune-epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
 def scored(ckpt: Path, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, ood_score) as the exported graph computes them; images uint8 or float in [0, 1]."""
     model, method, _ = build_model(load_checkpoint(ckpt))
@@ -163,8 +180,10 @@ def test_an_exported_mcd_model_is_served_unchanged(mcd_run, tmp_path):
     model_dir.mkdir()
     (model_dir / onnx_path.name).write_bytes(onnx_path.read_bytes())
     digits = sorted(HELD_OUT.glob("*.png"))
-    with ServerThread(settings_for(model_dir, default_model=onnx_path.stem)) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        ServerThread(settings_for(model_dir, default_model=onnx_path.stem)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         files = [("files", (p.name, p.read_bytes(), "image/png")) for p in digits[:8]]
         body = client.post("/predict", files=files).json()
         photo = client.post("/predict", files={"file": ("photo.png", photo_png("coffee"), "image/png")}).json()
@@ -198,16 +217,35 @@ def photo_png(name: str) -> bytes:
 def test_torchrun_two_cpu_ranks_then_resume_skips_finished_work(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "mcd"
-    args = ["-m", "training.mcd", "--dataset", "moons", "--model", "mlp", "--epochs", "1", "--max-steps", "3",
-            "--finetune-epochs", "1", "--finetune-max-steps", "3", "--batch-size", "32", "--device", "cpu",
-            "--no-progress", "--out", str(out)]
+    args = [
+        "-m",
+        "training.mcd",
+        "--dataset",
+        "moons",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--finetune-epochs",
+        "1",
+        "--finetune-max-steps",
+        "3",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     run = torchrun(args, tmp_path / "logs", env)
     assert run.returncode == 0, run.failure()
     assert run.stdout[0].count("ranks in sync: True") == 2  # pre-training and fine-tuning (step B: E unused)
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "pretrain", "tb"]
     assert load_checkpoint(out / "last.pt")["step"] == 3 and load_checkpoint(out / "pretrain" / "last.pt")["step"] == 3
-    resumed = subprocess.run([sys.executable, *args, "--resume"], capture_output=True, text=True, env=env,
-                             timeout=300)
+    resumed = subprocess.run([sys.executable, *args, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count(" on moons: ") == 1 and "resuming" in resumed.stdout  # no second pre-training
     assert not [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")]

@@ -45,9 +45,28 @@ def energy():
 
 def test_a_method_defined_in_a_test_trains_through_the_cli_exports_and_is_served(energy, tmp_path):
     onnx = tmp_path / "models" / "energy.onnx"
-    cli.main("energy-toy", ["--dataset", "mnist5k", "--model", "lenet", "--epochs", "1", "--max-steps", "30",
-                            "--batch-size", "64", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run"),
-                            "--export", str(onnx)])
+    cli.main(
+        "energy-toy",
+        [
+            "--dataset",
+            "mnist5k",
+            "--model",
+            "lenet",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "30",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+            "--export",
+            str(onnx),
+        ],
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["config"]["method"] == {"name": "energy-toy"} and ckpt["step"] == 30
     meta = read_metadata(onnx)
@@ -61,15 +80,19 @@ def test_a_method_defined_in_a_test_trains_through_the_cli_exports_and_is_served
     assert np.abs(got - want.numpy()).max() <= 1e-4
     assert np.all(got < 0)  # -logsumexp of a trained model's logits: an energy, not 1 - max softmax
     digit = sorted((REPO / "tests" / "data" / "mnist-t10k-heldout").glob("*.png"))[0]
-    with ServerThread(settings_for(onnx.parent, default_model="energy")) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        ServerThread(settings_for(onnx.parent, default_model="energy")) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         [listed] = client.get("/models").json()["models"]
-        [answer] = client.post("/predict", files={"file": (digit.name, digit.read_bytes(), "image/png")}
-                               ).json()["predictions"]
+        [answer] = client.post("/predict", files={"file": (digit.name, digit.read_bytes(), "image/png")}).json()[
+            "predictions"
+        ]
     assert (listed["method"], listed["score"], listed["dataset"]) == ("energy-toy", Energy.score, "mnist5k")
     x = np.asarray(Image.open(digit).convert("L"), np.float32)[None, None] / 255
-    assert answer["ood_score"] == pytest.approx(float(open_session(onnx).run(["ood_score"], {INPUT_NAME: x})[0][0]),
-                                                abs=1e-5)
+    assert answer["ood_score"] == pytest.approx(
+        float(open_session(onnx).run(["ood_score"], {INPUT_NAME: x})[0][0]), abs=1e-5
+    )
 
 
 def test_a_method_without_a_cli_of_its_own_has_the_shared_flags_and_is_in_the_usage_line(energy, capsys):
@@ -94,8 +117,11 @@ def run_training_module(argv: list[str]) -> None:
 
 
 def test_method_is_model_maths_and_its_command_line_is_declared_beside_it():
-    assert not [a for a in ("add_options", "spec_from_args", "runs", "variants", "description",
-                            "find_unused_parameters") if hasattr(methods.Method, a)]
+    assert not [
+        a
+        for a in ("add_options", "spec_from_args", "runs", "variants", "description", "find_unused_parameters")
+        if hasattr(methods.Method, a)
+    ]
     shipped = {name for name, cls in methods.REGISTRY.items() if cls.__module__.startswith("training.methods")}
     assert set(methods.CLIS) == shipped
     assert all(methods.CLIS[name].__module__ == methods.REGISTRY[name].__module__ for name in shipped)
@@ -114,8 +140,11 @@ def test_cli_flags_store_the_method_the_model_is():
     assert methods.build(flags_to_spec("isomax+", ["--acet"])).label == "isomax+acet"  # not isomax++acet
     assert flags_to_spec("isomax+", ["--acet", "--at-frac", "0"]) == methods.spec("isomax+")
     spec = flags_to_spec("mcd", ["--margin", "1.0", "--unlabeled", "imagefolder:/x", "--data-root", "/d"])
-    assert methods.build(spec).spec() == spec == methods.spec("mcd", margin=1.0, unlabeled="imagefolder:/x",
-                                                              data_root="/d")
+    assert (
+        methods.build(spec).spec()
+        == spec
+        == methods.spec("mcd", margin=1.0, unlabeled="imagefolder:/x", data_root="/d")
+    )
     with pytest.raises(ValueError, match="no option"):
         methods.spec("acet", at_frack=1.0)
 
@@ -130,8 +159,9 @@ def test_every_label_a_method_writes_is_in_the_docs_and_the_benchmark_trains_eve
             rows = [line for line in table.splitlines() if line.startswith(f"| `{cls.labels[0]}`")]
             assert len(rows) == 1 and cls.score in rows[0], (name, cls.score)
     for label, name, flags in methods.benchmark_variants():
-        assert methods.build(flags_to_spec(name, list(flags))).label in {lab for c in shipped.values()
-                                                                         for lab in c.labels}, label
+        assert methods.build(flags_to_spec(name, list(flags))).label in {
+            lab for c in shipped.values() for lab in c.labels
+        }, label
     bench = runpy.run_path(str(REPO / "bench" / "ood_benchmark.py"), run_name="ood_benchmark")
     assert [(m.label, m.name, m.flags) for m in bench["METHODS"]] == methods.benchmark_variants()
 

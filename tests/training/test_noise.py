@@ -72,8 +72,10 @@ def test_a_spec_stored_with_the_former_family_names_trains_the_same_noise():
     assert method.config.noise == ("blurred-uniform", "blurred-permuted", "strokes")
     assert method.config.attacked == ("blurred-uniform",) and method.spec()["noise"][0] == "blurred-uniform"
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    draws = [noise_batch(images, 12, torch.Generator().manual_seed(0), families)
-             for families in (former["noise"], method.config.noise)]
+    draws = [
+        noise_batch(images, 12, torch.Generator().manual_seed(0), families)
+        for families in (former["noise"], method.config.noise)
+    ]
     assert torch.equal(*draws)
     p = argparse.ArgumentParser()
     add_noise_options(p)

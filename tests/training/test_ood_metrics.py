@@ -79,8 +79,10 @@ def test_break_ties_resolves_only_exact_ties():
     assert m.auroc(np.array([0.0, 0.0]), np.array([0.0])) == 0.5
     assert m.auroc(id_rank[:2], ood_rank[:1]) == 0.0
     # equal on both keys stays tied
-    a, b = m.break_ties([np.array([1.0])], [np.array([2.0])]), m.break_ties([np.array([1.0, 1.0])],
-                                                                         [np.array([2.0, 2.0])])
+    a, b = (
+        m.break_ties([np.array([1.0])], [np.array([2.0])]),
+        m.break_ties([np.array([1.0, 1.0])], [np.array([2.0, 2.0])]),
+    )
     assert a[0][0] == 1 and b[0][0] == b[0][1]
 
 

@@ -20,8 +20,13 @@ from training.run.checkpoint import load as load_checkpoint
 skimage_data = pytest.importorskip("skimage.data")
 
 # two groups (first folders), as wallpapers.zip groups by Debian package; sizes from 300 px to 2048 px wide
-PHOTOS = {"nature/chelsea.jpg": "chelsea", "nature/coffee.png": "coffee", "nature/rocket.jpg": "rocket",
-          "city/astronaut.jpg": "astronaut", "city/camera.png": "camera"}
+PHOTOS = {
+    "nature/chelsea.jpg": "chelsea",
+    "nature/coffee.png": "coffee",
+    "nature/rocket.jpg": "rocket",
+    "city/astronaut.jpg": "astronaut",
+    "city/camera.png": "camera",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +81,15 @@ def test_crops_span_scales_and_come_in_the_models_mode(outlier_folder):
 def test_held_out_groups_are_never_cropped_for_training(outlier_folder):
     train = OutlierImages.read(outlier_folder, holdout=("city",))
     assert set(train.groups) == {"nature"} and len(train) == 3
-    held = ood_sets.build(ood_sets.outlier_set(outlier_folder, ("city",)), ood_sets.InputShape(3, 32, 32),
-                          id_images=None, data_root=".", n=10, seed=0)
-    (name, x), = held.items()
+    held = ood_sets.build(
+        ood_sets.outlier_set(outlier_folder, ("city",)),
+        ood_sets.InputShape(3, 32, 32),
+        id_images=None,
+        data_root=".",
+        n=10,
+        seed=0,
+    )
+    ((name, x),) = held.items()
     assert name.endswith("#city") and x.shape == (10, 3, 32, 32)
 
 
@@ -89,8 +100,11 @@ def test_bad_outlier_paths_are_one_line_errors(outlier_folder, tmp_path):
     not_image = tmp_path / "broken"
     (not_image / "g").mkdir(parents=True)
     (not_image / "g" / "a.jpg").write_bytes(b"not a jpeg")
-    cases = [(tmp_path / "missing", "neither a folder nor a .zip"), (empty, "no images"),
-             (not_image, "a.jpg in broken is not a readable image")]
+    cases = [
+        (tmp_path / "missing", "neither a folder nor a .zip"),
+        (empty, "no images"),
+        (not_image, "a.jpg in broken is not a readable image"),
+    ]
     for path, message in cases:
         with pytest.raises(NoImages, match=message) as e:
             OutlierImages.read(path)
@@ -103,17 +117,50 @@ def test_bad_outlier_paths_are_one_line_errors(outlier_folder, tmp_path):
 
 def test_the_cli_refuses_a_bad_outlier_path_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"error: --outliers: .*neither a folder nor a \.zip"):
-        cli_main("acet", ["--dataset", "mnist5k", "--model", "lenet", "--pgd-steps", "0", "--outliers",
-                          str(tmp_path / "nope.zip"), "--out", str(tmp_path / "run"), "--no-progress"])
+        cli_main(
+            "acet",
+            [
+                "--dataset",
+                "mnist5k",
+                "--model",
+                "lenet",
+                "--pgd-steps",
+                "0",
+                "--outliers",
+                str(tmp_path / "nope.zip"),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ],
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_a_run_with_outliers_stores_them_in_its_spec_and_resumes(outlier_zip, tmp_path):
     out = tmp_path / "oe"
-    argv = ["--dataset", "mnist5k", "--model", "lenet", "--pgd-steps", "0", "--noise-loss", "uniform",
-            "--noise", "fractal,dead-leaves,spectral,patch-shuffled,blended", "--outliers", str(outlier_zip),
-            "--outlier-share", "0.25", "--outlier-holdout", "city", "--batch-size", "256", "--out", str(out),
-            "--no-progress"]
+    argv = [
+        "--dataset",
+        "mnist5k",
+        "--model",
+        "lenet",
+        "--pgd-steps",
+        "0",
+        "--noise-loss",
+        "uniform",
+        "--noise",
+        "fractal,dead-leaves,spectral,patch-shuffled,blended",
+        "--outliers",
+        str(outlier_zip),
+        "--outlier-share",
+        "0.25",
+        "--outlier-holdout",
+        "city",
+        "--batch-size",
+        "256",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     cli_main("acet", [*argv, "--epochs", "1"])
     ckpt = load_checkpoint(out / "last.pt")
     stored = ckpt["config"]["method"]
@@ -148,9 +195,18 @@ def test_acet_moves_only_the_attacked_families_and_keeps_outliers_as_drawn(outli
             moved.append((len(noise), list(families)))
             return super().attack(model, noise, families)
 
-    method = Recording(build(spec("acet", pgd_steps=2, noise=("blurred-uniform", "blended"),
-                                  attacked=("blurred-uniform",), outliers=str(outlier_folder),
-                                  outlier_share=0.5)).config)
+    method = Recording(
+        build(
+            spec(
+                "acet",
+                pgd_steps=2,
+                noise=("blurred-uniform", "blended"),
+                attacked=("blurred-uniform",),
+                outliers=str(outlier_folder),
+                outlier_share=0.5,
+            )
+        ).config
+    )
     method.generator = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     noise = method.noise(model, torch.rand(8, 3, 32, 32), 40)

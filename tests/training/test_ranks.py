@@ -25,6 +25,10 @@ def test_under_torchrun_rank_0_alone_is_the_main_process(monkeypatch):
 
 
 def test_no_other_module_reads_torchrun_s_variables():
-    readers = [p.relative_to(REPO) for folder in ("training", "bench") for p in sorted((REPO / folder).rglob("*.py"))
-               if any(f'"{v}"' in p.read_text() for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))]
+    readers = [
+        p.relative_to(REPO)
+        for folder in ("training", "bench")
+        for p in sorted((REPO / folder).rglob("*.py"))
+        if any(f'"{v}"' in p.read_text() for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    ]
     assert readers == [Path("training/ranks.py")]

@@ -34,8 +34,9 @@ def test_textures_for_a_gray_model():
 
 
 def test_gray_digits_become_3_channel_32x32_images():
-    x = ood_sets.build(f"imagefolder:{DIGITS}", RGB, id_images=torch.zeros(1, 3, 32, 32), data_root=".", n=100,
-                       seed=0)[f"imagefolder:{DIGITS}"]
+    x = ood_sets.build(f"imagefolder:{DIGITS}", RGB, id_images=torch.zeros(1, 3, 32, 32), data_root=".", n=100, seed=0)[
+        f"imagefolder:{DIGITS}"
+    ]
     assert x.shape == (23, 3, 32, 32)
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
     assert x.amax((1, 2, 3)).min() > 0.9 and x[:, :, :2].max() < 0.1  # white strokes on black, borders kept black

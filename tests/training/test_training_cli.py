@@ -19,14 +19,24 @@ PLAIN = ["--dataset", "mnist5k", "--model", "lenet", "--at-frac", "0", "--no-pro
 
 def env() -> dict[str, str]:
     # make "no network" certain: every HTTP(S) request goes to a closed local port
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-            "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def test_torchrun_two_cpu_ranks_stay_identical_and_write_one_checkpoint(tmp_path):
     out = tmp_path / "ddp"
-    run = torchrun(["-m", "training", "acet", *PLAIN, "--max-steps", "6", "--batch-size", "32", "--out", str(out)],
-                   tmp_path / "logs", env())
+    run = torchrun(
+        ["-m", "training", "acet", *PLAIN, "--max-steps", "6", "--batch-size", "32", "--out", str(out)],
+        tmp_path / "logs",
+        env(),
+    )
     assert run.returncode == 0, run.failure()
     assert "ranks in sync: True" in run.stdout[0] and "x2" in run.stdout[0]
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "tb"]
@@ -51,7 +61,10 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
 def test_missing_svhn_without_network_exits_with_a_clear_message(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "training.acet", "--dataset", "svhn", "--data-root", str(tmp_path), "--epochs", "1"],
-        capture_output=True, text=True, env=env(), timeout=120,
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -68,8 +81,16 @@ def test_resume_is_bit_exact_with_an_uninterrupted_run(tmp_path):
     from training.methods import spec
     from training.run.loop import train
 
-    run = dict(dataset="mnist5k", model="lenet", method=spec("acet", at_frac=0.5, pgd_steps=1), batch_size=128,
-               lr=0.05, lr_milestones=(), device="cpu", progress=False)
+    run = dict(
+        dataset="mnist5k",
+        model="lenet",
+        method=spec("acet", at_frac=0.5, pgd_steps=1),
+        batch_size=128,
+        lr=0.05,
+        lr_milestones=(),
+        device="cpu",
+        progress=False,
+    )
     whole = load_checkpoint(train(TrainConfig(**run, epochs=2, out=str(tmp_path / "whole"))))
     train(TrainConfig(**run, epochs=1, out=str(tmp_path / "split")))
     resumed = load_checkpoint(train(TrainConfig(**run, epochs=2, out=str(tmp_path / "split"), resume=True)))
@@ -106,14 +127,29 @@ def one_line_naming(proc: subprocess.CompletedProcess, path: Path) -> str:
 
 def test_an_unreadable_checkpoint_ends_in_one_line_naming_the_file(tmp_path):
     for kind, path in corrupt_files(tmp_path).items():
-        resume = subprocess.run([sys.executable, "-m", "training.acet", *PLAIN, "--epochs", "1", "--resume", "--out",
-                                 str(path.parent)], capture_output=True, text=True, env=env(), timeout=120)
+        resume = subprocess.run(
+            [sys.executable, "-m", "training.acet", *PLAIN, "--epochs", "1", "--resume", "--out", str(path.parent)],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=120,
+        )
         message = one_line_naming(resume, path)
         assert "checkpoint" in message, (kind, message)
-        export = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(path), "--out",
-                                 str(tmp_path / "x.onnx")], capture_output=True, text=True, env=env(), timeout=120)
+        export = subprocess.run(
+            [sys.executable, "-m", "training.export", "--checkpoint", str(path), "--out", str(tmp_path / "x.onnx")],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=120,
+        )
         one_line_naming(export, path)
     missing = tmp_path / "missing.pt"
-    export = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(missing), "--out",
-                             str(tmp_path / "x.onnx")], capture_output=True, text=True, env=env(), timeout=120)
+    export = subprocess.run(
+        [sys.executable, "-m", "training.export", "--checkpoint", str(missing), "--out", str(tmp_path / "x.onnx")],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=120,
+    )
     assert "no such checkpoint file" in one_line_naming(export, missing)

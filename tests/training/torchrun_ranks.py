@@ -24,8 +24,25 @@ class RankedRun:
 def torchrun(args: list[str], logs: Path, env: dict[str, str], ranks: int = 2, timeout: float = 300) -> RankedRun:
     """``torchrun --standalone`` (a free rendezvous port) on one machine, where local rank = rank."""
     launcher = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(launcher), "--standalone", "--nproc_per_node", str(ranks), "--log-dir", str(logs),
-                           "--redirects", "3", *args], capture_output=True, text=True, env=env, timeout=timeout)
-    streams = {name: {int(p.parent.name): p.read_text() for p in logs.glob(f"*/attempt_0/*/{name}.log")}
-               for name in ("stdout", "stderr")}
+    proc = subprocess.run(
+        [
+            str(launcher),
+            "--standalone",
+            "--nproc_per_node",
+            str(ranks),
+            "--log-dir",
+            str(logs),
+            "--redirects",
+            "3",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    streams = {
+        name: {int(p.parent.name): p.read_text() for p in logs.glob(f"*/attempt_0/*/{name}.log")}
+        for name in ("stdout", "stderr")
+    }
     return RankedRun(proc.returncode, streams["stdout"], streams["stderr"], proc.stderr)

@@ -99,8 +99,9 @@ def to_shape(x: torch.Tensor, channels: int, height: int, width: int, *, gray: b
     if x.shape[1] == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
     if tuple(x.shape[2:]) != (height, width):
-        x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
-                                            align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
     return x.clamp(0.0, 1.0).contiguous()
 
 
@@ -129,8 +130,9 @@ TORCHVISION = tuple(_STATS)  # the data sets torchvision's own classes read (and
 DATASET_NAMES = (*TORCHVISION, "mnist5k", "mnist5k+t10k", "moons")
 
 
-def load(name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1, seed: int = 0,
-         download: bool = True) -> Splits:
+def load(
+    name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1, seed: int = 0, download: bool = True
+) -> Splits:
     """Load a data set by its ``--dataset`` name, with a seeded validation split carved from train."""
     root = Path(data_root)
     if name.startswith("imagefolder:"):
@@ -218,9 +220,12 @@ def _torchvision_set(name: str, root: Path, split: str, download: bool):
 
 def _unavailable(name: str, root: Path, why: str) -> DatasetUnavailable:
     where = root / "svhn" if name == "svhn" else root
-    files = (f" or CIFAR-10 as image files, {where}/train/<class>/*.jpg|png and {where}/test/<class>/*.jpg|png "
-             f"(the same two folders may sit in {where}/cifar10/ or in the zip {where}/{CIFAR10_ZIP} instead)"
-             if name == "cifar10" else "")
+    files = (
+        f" or CIFAR-10 as image files, {where}/train/<class>/*.jpg|png and {where}/test/<class>/*.jpg|png "
+        f"(the same two folders may sit in {where}/cifar10/ or in the zip {where}/{CIFAR10_ZIP} instead)"
+        if name == "cifar10"
+        else ""
+    )
     return DatasetUnavailable(
         f"Data set '{name}' is not under {where.resolve()} and {why}. Either run once on a machine with "
         f"network access (torchvision downloads it into --data-root), or copy the files yourself: "
@@ -246,8 +251,10 @@ def _cifar10_files(path: Path) -> tuple[DatasetInfo, Split, Split]:
     x_tr, y_tr, classes = imagefiles.read(path, "train", size=(32, 32))
     x_te, y_te, test_classes = imagefiles.read(path, "test", size=(32, 32))
     if classes != CIFAR10 or test_classes != CIFAR10:
-        raise DatasetUnavailable(f"cifar10: the class folders under {path} are {classes} (train) and {test_classes} "
-                                 f"(test); CIFAR-10's are {CIFAR10}")
+        raise DatasetUnavailable(
+            f"cifar10: the class folders under {path} are {classes} (train) and {test_classes} "
+            f"(test); CIFAR-10's are {CIFAR10}"
+        )
     if x_tr.shape[1] != 3:
         x_tr, x_te = x_tr.expand(-1, 3, -1, -1).contiguous(), x_te.expand(-1, 3, -1, -1).contiguous()
     mean, std = _STATS["cifar10"]
@@ -362,8 +369,15 @@ def _imagefolder(path: Path, size: int = 32) -> tuple[DatasetInfo, Split, Split]
     return info, train, test
 
 
-def augment(x: torch.Tensor, kind: str, *, pad: int = 4, pad_mode: str = "constant",
-            flip: torch.Tensor | None = None, cutout: int = 0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    kind: str,
+    *,
+    pad: int = 4,
+    pad_mode: str = "constant",
+    flip: torch.Tensor | None = None,
+    cutout: int = 0,
+) -> torch.Tensor:
     """Batched augmentation on the batch's device: a random translation by up to ``pad`` pixels (the image padded
     with zeros, ``constant``, or mirrored, ``reflect``, then cropped back); for ``crop_flip`` data, a horizontal
     flip: of the images where ``flip`` (bool [N]) is true, or of a random half when it is None; then, with

@@ -30,8 +30,9 @@ def has_split(path: Path, split: str) -> bool:
     return (path / split).is_dir()
 
 
-def read(path: Path, split: str | None = None, *, n: int | None = None, seed: int = 0,
-         size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+def read(
+    path: Path, split: str | None = None, *, n: int | None = None, seed: int = 0, size: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """Images under ``path/split`` (or all of ``path`` when split is None or absent) as uint8 [N, C, H, W],
     int64 labels and the sorted class names. ``n`` decodes only a seeded subset; ``size`` = (width, height)."""
     entries, open_entry = listing(path, split)

@@ -32,8 +32,16 @@ from torch.nn import functional as F
 from . import procedural
 from .outliers import OutlierImages
 
-FAMILIES = ("blurred-uniform", "blurred-permuted", "strokes", "fractal", "dead-leaves", "spectral", "patch-shuffled",
-            "blended")
+FAMILIES = (
+    "blurred-uniform",
+    "blurred-permuted",
+    "strokes",
+    "fractal",
+    "dead-leaves",
+    "spectral",
+    "patch-shuffled",
+    "blended",
+)
 DEFAULT_FAMILIES = ("blurred-uniform", "blurred-permuted")
 # Short names of the blurred families, the names the OOD sets of raw noise have too; a stored spec may use them.
 SHORT_NAMES = {"uniform": "blurred-uniform", "permuted": "blurred-permuted"}
@@ -79,8 +87,9 @@ def strokes(n: int, shape: tuple[int, ...], device, generator: torch.Generator |
     t = torch.linspace(0, 1, 4 * size, device=device)[:, None]  # points per curve: ~4 per pixel of length
     p0, p1, p2 = ends[:, :, 0, None], ends[:, :, 1, None], ends[:, :, 2, None]
     points = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2) * size  # [n, curves, T, 2]
-    used = torch.arange(curves, device=device) < torch.randint(1, curves + 1, (n, 1), device=device,
-                                                               generator=generator)
+    used = torch.arange(curves, device=device) < torch.randint(
+        1, curves + 1, (n, 1), device=device, generator=generator
+    )
     points = torch.where(used[..., None, None], points, torch.full_like(points, -1e4)).flatten(1, 2)
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     grid = torch.stack([xs, ys], -1).reshape(1, h * w, 2).float() + 0.5
@@ -98,9 +107,14 @@ def check_families(names) -> tuple[str, ...]:
     return names
 
 
-def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                families: tuple[str, ...] = DEFAULT_FAMILIES, outliers: OutlierImages | None = None,
-                outlier_share: float = 0.0) -> torch.Tensor:
+def noise_batch(
+    images: torch.Tensor,
+    n: int,
+    generator: torch.Generator | None = None,
+    families: tuple[str, ...] = DEFAULT_FAMILIES,
+    outliers: OutlierImages | None = None,
+    outlier_share: float = 0.0,
+) -> torch.Tensor:
     """``n`` noise images shaped like ``images`` (float, [0, 1]): ``round(outlier_share x n)`` crops of
     ``outliers`` first, the rest split evenly over ``families``."""
     if images.ndim != 4:  # 2-D toy data in [0,1]^2: uniform noise over the box [-1, 2]^2 around it
@@ -112,8 +126,9 @@ def noise_batch(images: torch.Tensor, n: int, generator: torch.Generator | None 
     if n == 0:
         return torch.cat(parts) if parts else images[:0].float()
     families = check_families(families)
-    counts = dict(zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))],
-                      strict=True))
+    counts = dict(
+        zip(families, [n // len(families) + (i < n % len(families)) for i in range(len(families))], strict=True)
+    )
     # the classic families are rescaled together, as one batch: the noise every trained run and test saw
     classic = [_draw(f, k, images, generator) for f, k in counts.items() if f in CLASSIC]
     if classic:
@@ -147,8 +162,9 @@ def shuffle_patches(x: torch.Tensor, generator: torch.Generator | None = None) -
     """Cut each image into square tiles (side 4, 8 or 16 px, those that divide the image; one side per call
     and image) and shuffle the tiles of each image independently."""
     n, c, h, w = x.shape
-    sides = [p for p in (4, 8, 16) if h % p == 0 and w % p == 0 and (h // p) * (w // p) > 1] or \
-        [p for p in (2, 7, 14) if h % p == 0 and w % p == 0]
+    sides = [p for p in (4, 8, 16) if h % p == 0 and w % p == 0 and (h // p) * (w // p) > 1] or [
+        p for p in (2, 7, 14) if h % p == 0 and w % p == 0
+    ]
     out = x.clone()
     which = torch.randint(0, len(sides), (n,), device=x.device, generator=generator)
     for i, p in enumerate(sides):

@@ -47,12 +47,15 @@ class OutlierImages:
         groups = [group_of(r) for r in relative]
         named = set(holdout) | set(only)
         if missing := sorted(named - set(groups)):
-            raise imagefiles.NoImages(f"outliers: {path.name} has no group(s) {', '.join(missing)}; its groups "
-                                      f"(first folders) are {', '.join(sorted(set(groups)))}")
+            raise imagefiles.NoImages(
+                f"outliers: {path.name} has no group(s) {', '.join(missing)}; its groups "
+                f"(first folders) are {', '.join(sorted(set(groups)))}"
+            )
         keep = [i for i, g in enumerate(groups) if g not in holdout and (not only or g in only)]
         if not keep:
-            raise imagefiles.NoImages(f"outliers: no images of {path.name} are left after holding out "
-                                      f"{', '.join(holdout)}")
+            raise imagefiles.NoImages(
+                f"outliers: no images of {path.name} are left after holding out {', '.join(holdout)}"
+            )
         images = []
         for i in keep:
             try:
@@ -62,8 +65,9 @@ class OutlierImages:
                     im.thumbnail(_kept_size(im.size), Image.LANCZOS)
                     images.append(im)
             except (UnidentifiedImageError, OSError) as e:
-                raise imagefiles.NoImages(f"outliers: {relative[i]} in {path.name} is not a readable image ({e})")\
-                    from None
+                raise imagefiles.NoImages(
+                    f"outliers: {relative[i]} in {path.name} is not a readable image ({e})"
+                ) from None
         return cls(images, [groups[i] for i in keep], path.name)
 
     def __len__(self) -> int:
@@ -84,8 +88,9 @@ class OutlierImages:
             out[k] = np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop).reshape(h, w, c)
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
-    def boxes(self, n: int, side: int, generator: torch.Generator | None = None
-              ) -> list[tuple[int, tuple[int, int, int, int], bool]]:
+    def boxes(
+        self, n: int, side: int, generator: torch.Generator | None = None
+    ) -> list[tuple[int, tuple[int, int, int, int], bool]]:
         """(image index, square box, flip) of ``n`` crops: sides log-uniform from ``side`` (or the image's short
         side, if smaller) to the short side, positions uniform."""
         pick = torch.randint(0, len(self.images), (n,), generator=generator).tolist()

@@ -67,8 +67,9 @@ def dead_leaves(n: int, shape: tuple[int, int, int], device, generator: torch.Ge
     out = torch.rand(n, c, 1, 1, device=device, generator=generator).expand(n, c, h, w).clone()
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     for _ in range(DEAD_LEAVES_DISCS):  # painted back to front: each disc occludes the ones before it
-        centre = torch.rand(n, 2, 1, 1, device=device, generator=generator) * torch.tensor([w, h], device=device
-                                                                                            ).view(1, 2, 1, 1)
+        centre = torch.rand(n, 2, 1, 1, device=device, generator=generator) * torch.tensor([w, h], device=device).view(
+            1, 2, 1, 1
+        )
         # p(r) ~ r^-3 between 1 px and half the picture: as many small leaves per area as large ones
         u = torch.rand(n, 1, 1, device=device, generator=generator)
         r_min, r_max = 1.0, size / 2

@@ -72,8 +72,7 @@ class EvalConfig:
     progress: bool = True
 
 
-def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data"
-                  ) -> tuple[torch.Tensor, torch.Tensor, str]:
+def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data") -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels, description) of the in-distribution test set of one candidate."""
     if cfg.id_test:
         x, y = ood_sets.labelled_test(cfg.id_test, data_root)
@@ -112,14 +111,22 @@ def adversarial_noise(model: TorchModel, starts: torch.Tensor, cfg: EvalConfig, 
     return _pgd_batches(attacked, starts, None, objective, cfg, "adv-noise", desc)
 
 
-def adversarial_samples(model: TorchModel, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
-                        desc: str) -> torch.Tensor:
+def adversarial_samples(
+    model: TorchModel, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig, desc: str
+) -> torch.Tensor:
     """PGD around test images maximising the cross-entropy to their true labels."""
     return _pgd_batches(_Attacked(model, "logits"), images, labels, None, cfg, "adv-samples", desc)
 
 
-def _pgd_batches(module: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, objective, cfg: EvalConfig,
-                 set_name: str, desc: str) -> torch.Tensor:
+def _pgd_batches(
+    module: nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    objective,
+    cfg: EvalConfig,
+    set_name: str,
+    desc: str,
+) -> torch.Tensor:
     """PGD batch by batch; the random starts depend on the set and seed only, the same for every model."""
     device = next(module.parameters()).device
     g = torch.Generator(device).manual_seed(ood_sets.set_seed(set_name, cfg.seed))
@@ -134,8 +141,15 @@ def _pgd_batches(module: nn.Module, x0: torch.Tensor, labels: torch.Tensor | Non
             obj = lambda logits, y=y: F.cross_entropy(logits.float(), y, reduction="none")
         best, best_val = None, None
         for _ in range(max(1, cfg.adv_restarts)):
-            found = pgd(module, x, obj, eps=cfg.eps, steps=cfg.adv_steps,
-                        step_size=cfg.eps / max(1, cfg.adv_steps) * cfg.step_factor, generator=g)
+            found = pgd(
+                module,
+                x,
+                obj,
+                eps=cfg.eps,
+                steps=cfg.adv_steps,
+                step_size=cfg.eps / max(1, cfg.adv_steps) * cfg.step_factor,
+                generator=g,
+            )
             if cfg.adv_restarts <= 1:
                 best = found
                 break
@@ -187,8 +201,14 @@ class Comparison:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data; NaN (a metric with an empty side) becomes None."""
-        return _finite({"config": asdict(self.config), "rows": self.rows, "seconds": self.seconds,
-                        "models": [asdict(m) for m in self.models]})
+        return _finite(
+            {
+                "config": asdict(self.config),
+                "rows": self.rows,
+                "seconds": self.seconds,
+                "models": [asdict(m) for m in self.models],
+            }
+        )
 
 
 def _finite(v):
@@ -237,25 +257,36 @@ def _check(candidates: list[Candidate], cfg: EvalConfig) -> None:
     if not candidates:
         raise ValueError("no model to evaluate")
     if any(c.shape != candidates[0].shape for c in candidates):
-        raise ValueError("side-by-side models must take the same input shape: "
-                         + ", ".join(f"{c.label} {c.shape}" for c in candidates))
+        raise ValueError(
+            "side-by-side models must take the same input shape: "
+            + ", ".join(f"{c.label} {c.shape}" for c in candidates)
+        )
 
 
-def _score_fixed_sets(candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, data_root: str,
-                      outputs: dict) -> None:
+def _score_fixed_sets(
+    candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, data_root: str, outputs: dict
+) -> None:
     """Fixed sets: built once, the same images for every model."""
     for name in cfg.sets:
         if name in ood_sets.ADVERSARIAL_SETS:
             continue
-        built = ood_sets.build(name, candidates[0].shape, id_images=first_x, data_root=data_root, n=cfg.n_ood,
-                               seed=cfg.seed, alphas=cfg.alphas)
+        built = ood_sets.build(
+            name,
+            candidates[0].shape,
+            id_images=first_x,
+            data_root=data_root,
+            n=cfg.n_ood,
+            seed=cfg.seed,
+            alphas=cfg.alphas,
+        )
         for row, images in built.items():
             for c in candidates:
                 outputs[c.label][row] = c.scorer.outputs(images, cfg.batch_size, f"{c.label}: {row}", cfg.progress)
 
 
-def _score_adversarial_sets(candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, id_data: dict,
-                            outputs: dict) -> dict[str, dict[str, str]]:
+def _score_adversarial_sets(
+    candidates: list[Candidate], cfg: EvalConfig, first_x: torch.Tensor, id_data: dict, outputs: dict
+) -> dict[str, dict[str, str]]:
     """Adversarial sets: per model, from the same starting points. Returns notes per model and row."""
     notes: dict[str, dict[str, str]] = {c.label: {} for c in candidates}
     wanted = [s for s in ("adv-noise", "adv-samples") if s in cfg.sets]
@@ -268,13 +299,15 @@ def _score_adversarial_sets(candidates: list[Candidate], cfg: EvalConfig, first_
                 continue
             if row == "adv-noise":
                 adv = adversarial_noise(c.checkpoint, starts, cfg, f"{c.label}: adv-noise")
-                outputs[c.label][row] = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-noise",
-                                                         cfg.progress)
+                outputs[c.label][row] = c.scorer.outputs(
+                    adv, cfg.batch_size, f"{c.label}: score adv-noise", cfg.progress
+                )
                 continue
             x, y, _ = id_data[c.label]
             correct = np.flatnonzero(outputs[c.label]["id"].probabilities.argmax(1) == y.numpy())
-            pick = np.sort(np.random.default_rng(ood_sets.set_seed("adv-samples", cfg.seed)).permutation(correct)
-                           [: cfg.n_adv])
+            pick = np.sort(
+                np.random.default_rng(ood_sets.set_seed("adv-samples", cfg.seed)).permutation(correct)[: cfg.n_adv]
+            )
             adv = adversarial_samples(c.checkpoint, x[pick], y[pick], cfg, f"{c.label}: adv-samples")
             out = c.scorer.outputs(adv, cfg.batch_size, f"{c.label}: score adv-samples", cfg.progress)
             ok = attack_succeeded(out.probabilities, y[pick].numpy())
@@ -283,25 +316,41 @@ def _score_adversarial_sets(candidates: list[Candidate], cfg: EvalConfig, first_
     return notes
 
 
-def _metrics(c: Candidate, rows: list[str], outs: dict[str, Outputs], id_data: tuple, notes: dict[str, str]
-             ) -> tuple[ModelResult, dict[str, np.ndarray]]:
+def _metrics(
+    c: Candidate, rows: list[str], outs: dict[str, Outputs], id_data: tuple, notes: dict[str, str]
+) -> tuple[ModelResult, dict[str, np.ndarray]]:
     """One model's metrics. Ranks over the ID set and every row jointly, so exact float32 ties are resolved alike."""
     keys = list(outs)
-    ranked = dict(zip(keys, ood_metrics.break_ties([outs[k].confidence for k in keys],
-                                                   [outs[k].tie_breaker for k in keys]), strict=True))
+    ranked = dict(
+        zip(
+            keys,
+            ood_metrics.break_ties([outs[k].confidence for k in keys], [outs[k].tie_breaker for k in keys]),
+            strict=True,
+        )
+    )
     _, y, what = id_data
     id_out = outs["id"]
-    res = ModelResult(label=c.label, source=c.source, method=c.scorer.method_name, dataset=c.dataset,
-                      id_test=what, n_id=len(y), test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
-                      id_mmc=ood_metrics.mmc(id_out.probabilities))
+    res = ModelResult(
+        label=c.label,
+        source=c.source,
+        method=c.scorer.method_name,
+        dataset=c.dataset,
+        id_test=what,
+        n_id=len(y),
+        test_error=float((id_out.probabilities.argmax(1) != y.numpy()).mean()),
+        id_mmc=ood_metrics.mmc(id_out.probabilities),
+    )
     if c.calibration is not None:
         res.threshold, res.id_reject_rate = c.calibration.threshold, c.calibration.rejected_share(id_out.ood_score)
     for row in rows:
         if row not in outs:
             res.sets[row] = {"n": 0, "note": notes.get(row, "not computed")}
             continue
-        entry = {"n": len(outs[row].ood_score), "mmc": ood_metrics.mmc(outs[row].probabilities),
-                 **ood_metrics.all_metrics(ranked["id"], ranked[row])}
+        entry = {
+            "n": len(outs[row].ood_score),
+            "mmc": ood_metrics.mmc(outs[row].probabilities),
+            **ood_metrics.all_metrics(ranked["id"], ranked[row]),
+        }
         if c.calibration is not None:  # what the served model lets through
             entry["accepted"] = c.calibration.accepted_share(outs[row].ood_score)
         if row in notes:
@@ -317,8 +366,13 @@ def write_outputs(ev: Comparison, out: Path, title: str | None = None) -> dict[s
     from . import report
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"table": out / "table.md", "csv": out / "results.csv", "json": out / "results.json",
-             "hist": out / "hist.png", "roc": out / "roc.png"}
+    paths = {
+        "table": out / "table.md",
+        "csv": out / "results.csv",
+        "json": out / "results.json",
+        "hist": out / "hist.png",
+        "roc": out / "roc.png",
+    }
     paths["table"].write_text(report.markdown(ev, title=title) + "\n")
     report.write_csv(ev, paths["csv"])
     paths["json"].write_text(json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n")
@@ -328,33 +382,59 @@ def write_outputs(ev: Comparison, out: Path, title: str | None = None) -> dict[s
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`: "),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", action="append", default=[], metavar="[LABEL=]PATH",
-                   help="training checkpoint (needed for adv-noise / adv-samples); repeat for several models")
-    p.add_argument("--onnx", action="append", default=[], metavar="[LABEL=]PATH",
-                   help="exported model file (scores every non-adversarial row); same LABEL as a checkpoint = "
-                        "one model")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].strip("`: "), formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[LABEL=]PATH",
+        help="training checkpoint (needed for adv-noise / adv-samples); repeat for several models",
+    )
+    p.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        metavar="[LABEL=]PATH",
+        help="exported model file (scores every non-adversarial row); same LABEL as a checkpoint = one model",
+    )
     d = EvalConfig()
-    p.add_argument("--ood", default=",".join(d.sets),
-                   help="comma-separated OOD sets: mnist, fashion-mnist, cifar10, cifar10-gray, cifar100, svhn, "
-                        "imagefolder:PATH[.zip], uniform, permuted, noise, photos, textures, adv-noise, adv-samples, "
-                        "scaled-noise")
-    p.add_argument("--id-test", default=None, metavar="NAME",
-                   help="use this data set's labelled test split as in-distribution (default: the model's own)")
-    p.add_argument("--data-root", default=None,
-                   help="where data sets live (default: the checkpoint's data root, else ./data)")
+    p.add_argument(
+        "--ood",
+        default=",".join(d.sets),
+        help="comma-separated OOD sets: mnist, fashion-mnist, cifar10, cifar10-gray, cifar100, svhn, "
+        "imagefolder:PATH[.zip], uniform, permuted, noise, photos, textures, adv-noise, adv-samples, "
+        "scaled-noise",
+    )
+    p.add_argument(
+        "--id-test",
+        default=None,
+        metavar="NAME",
+        help="use this data set's labelled test split as in-distribution (default: the model's own)",
+    )
+    p.add_argument(
+        "--data-root", default=None, help="where data sets live (default: the checkpoint's data root, else ./data)"
+    )
     p.add_argument("--id-seed", type=int, default=d.id_seed, help="seed of the ID split for ONNX-only models (mnist5k)")
     p.add_argument("--n-id", type=int, default=d.n_id, help="evaluate on a seeded subset of the ID test split")
     p.add_argument("--n-ood", type=int, default=d.n_ood, help="images per data set / noise set (at most)")
     p.add_argument("--n-adv", type=int, default=d.n_adv, help="starting points per adversarial set")
     p.add_argument("--adv-steps", type=int, default=d.adv_steps, help="PGD steps of the adversarial sets")
-    p.add_argument("--adv-restarts", type=int, default=d.adv_restarts,
-                   help="PGD runs per starting point, each from a fresh random start; the strongest counts")
+    p.add_argument(
+        "--adv-restarts",
+        type=int,
+        default=d.adv_restarts,
+        help="PGD runs per starting point, each from a fresh random start; the strongest counts",
+    )
     p.add_argument("--eps", type=float, default=d.eps, help="L-inf radius of the attacks")
     p.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
-    p.add_argument("--adv-objective", default=d.adv_objective, choices=("confidence", "score"),
-                   help="adv-noise maximises the max log-probability, or minus the method's OOD score")
+    p.add_argument(
+        "--adv-objective",
+        default=d.adv_objective,
+        choices=("confidence", "score"),
+        help="adv-noise maximises the max log-probability, or minus the method's OOD score",
+    )
     p.add_argument("--alphas", default=",".join(f"{a:g}" for a in d.alphas), help="scales of scaled-noise")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of every noise set, subset and attack start")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -367,12 +447,23 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
-        sets=tuple(s.strip() for s in args.ood.split(",") if s.strip()), id_test=args.id_test,
-        data_root=args.data_root, id_seed=args.id_seed, n_id=args.n_id, n_ood=args.n_ood, n_adv=args.n_adv,
-        adv_steps=args.adv_steps, adv_restarts=args.adv_restarts, eps=args.eps, step_factor=args.step_factor,
+        sets=tuple(s.strip() for s in args.ood.split(",") if s.strip()),
+        id_test=args.id_test,
+        data_root=args.data_root,
+        id_seed=args.id_seed,
+        n_id=args.n_id,
+        n_ood=args.n_ood,
+        n_adv=args.n_adv,
+        adv_steps=args.adv_steps,
+        adv_restarts=args.adv_restarts,
+        eps=args.eps,
+        step_factor=args.step_factor,
         adv_objective=args.adv_objective,
-        alphas=tuple(float(a) for a in args.alphas.split(",")), seed=args.seed, batch_size=args.batch_size,
-        device=args.device, progress=args.progress,
+        alphas=tuple(float(a) for a in args.alphas.split(",")),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=args.progress,
     )
 
 

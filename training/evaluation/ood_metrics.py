@@ -70,8 +70,12 @@ def all_metrics(id_conf: np.ndarray, ood_conf: np.ndarray) -> dict[str, float]:
     """AUROC, FPR at 95 % TPR, AUPR-in and AUPR-out of one ID/OOD pair (NaN when a side is empty)."""
     if len(id_conf) == 0 or len(ood_conf) == 0:
         return {k: float("nan") for k in ("auroc", "fpr95", "aupr_in", "aupr_out")}
-    return {"auroc": auroc(id_conf, ood_conf), "fpr95": fpr_at_tpr(id_conf, ood_conf, 0.95),
-            "aupr_in": aupr_in(id_conf, ood_conf), "aupr_out": aupr_out(id_conf, ood_conf)}
+    return {
+        "auroc": auroc(id_conf, ood_conf),
+        "fpr95": fpr_at_tpr(id_conf, ood_conf, 0.95),
+        "aupr_in": aupr_in(id_conf, ood_conf),
+        "aupr_out": aupr_out(id_conf, ood_conf),
+    }
 
 
 def break_ties(confidences: list[np.ndarray], tie_breakers: list[np.ndarray]) -> list[np.ndarray]:

@@ -45,8 +45,22 @@ ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 PHOTOS = "photos"
 # scikit-image's bundled photos (no download): natural images, far from digits and clothes alike. Fixed
 # before any result was seen; training code never reads them (docs/mcd.md uses others as unlabelled data).
-PHOTO_NAMES = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon", "page", "text", "rocket", "brick",
-               "grass", "gravel", "clock", "hubble_deep_field")
+PHOTO_NAMES = (
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "hubble_deep_field",
+)
 TEXTURES = "textures"
 # scikit-image's bundled texture photos (512 x 512; brick, grass and gravel are gray, the stain is colour), cropped
 # at 32-128 px sides: patches with no object in them, the natural images nearest to noise. Fixed before any
@@ -76,8 +90,13 @@ OUTLIERS = "outliers:"
 
 
 def known(name: str) -> bool:
-    return (is_dataset(name) or name in NOISE_SETS or name in ADVERSARIAL_SETS or name in (SCALED, PHOTOS, TEXTURES)
-            or name.startswith(OUTLIERS))
+    return (
+        is_dataset(name)
+        or name in NOISE_SETS
+        or name in ADVERSARIAL_SETS
+        or name in (SCALED, PHOTOS, TEXTURES)
+        or name.startswith(OUTLIERS)
+    )
 
 
 def outlier_set(path: str | Path, groups: tuple[str, ...]) -> str:
@@ -101,8 +120,9 @@ def outlier_crops(name: str, shape: InputShape, n: int, seed: int, data_root: st
 # ----------------------------------------------------------------------------------------------- real data
 
 
-def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled_test(
+    name: str, data_root: str | Path, n: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A data set's test split as uint8 [N, C, H, W] images and int64 labels, never downloading.
 
     ``n`` draws a seeded subset (only those images are decoded when they come from a folder or zip).
@@ -117,8 +137,9 @@ def labelled_test(name: str, data_root: str | Path, n: int | None = None, seed: 
     if name == "cifar10" and (files := datasets.cifar10_files(root)):
         return _image_files(files, n, seed)
     if name not in datasets.TORCHVISION:
-        raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(datasets.TORCHVISION)} or "
-                         "imagefolder:PATH")
+        raise ValueError(
+            f"unknown data set {name!r}: choose one of {', '.join(datasets.TORCHVISION)} or imagefolder:PATH"
+        )
     test, _ = datasets.torchvision_split(name, root, "test")  # never downloading: evaluation reads what is there
     idx = torch.from_numpy(imagefiles.subsample(len(test), n, seed))
     return test.x[idx], test.y[idx]
@@ -146,8 +167,11 @@ def noise_set(name: str, shape: InputShape, id_images: torch.Tensor, n: int, see
     g = torch.Generator().manual_seed(set_seed(name, seed))
     if name == "uniform":
         return torch.rand(n, shape.channels, shape.height, shape.width, generator=g)
-    pick = torch.randint(0, len(id_images), (n,), generator=g) if n > len(id_images) else \
-        torch.randperm(len(id_images), generator=g)[:n]
+    pick = (
+        torch.randint(0, len(id_images), (n,), generator=g)
+        if n > len(id_images)
+        else torch.randperm(len(id_images), generator=g)[:n]
+    )
     base = to_input(id_images[pick], shape)
     if name == "permuted":
         return permute_pixels(base, g)
@@ -175,8 +199,9 @@ def texture_crops(shape: InputShape, n: int, seed: int) -> torch.Tensor:
     return _skimage_crops(TEXTURES, TEXTURE_NAMES, TEXTURE_SIDES, shape, n, seed)
 
 
-def _skimage_crops(set_name: str, names: tuple[str, ...], sides: tuple[int, int | None], shape: InputShape, n: int,
-                   seed: int) -> torch.Tensor:
+def _skimage_crops(
+    set_name: str, names: tuple[str, ...], sides: tuple[int, int | None], shape: InputShape, n: int, seed: int
+) -> torch.Tensor:
     try:
         import skimage.data
     except ImportError:
@@ -193,8 +218,9 @@ def _skimage_crops(set_name: str, names: tuple[str, ...], sides: tuple[int, int 
     return to_input(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
 
 
-def square_crops(image, count: int, rng: np.random.Generator, size: tuple[int, int],
-                 sides: tuple[int, int | None] = (28, None)) -> list:
+def square_crops(
+    image, count: int, rng: np.random.Generator, size: tuple[int, int], sides: tuple[int, int | None] = (28, None)
+) -> list:
     """``count`` random square crops of a PIL image, sides from ``sides[0]`` px to ``sides[1]`` (None: the image's
     short side), resized to ``size``: every scale from a texture patch to the whole scene by default."""
     from PIL import Image
@@ -213,8 +239,16 @@ def scaled_name(alpha: float) -> str:
     return f"{SCALED} x{alpha:g}"
 
 
-def build(name: str, shape: InputShape, *, id_images: torch.Tensor, data_root: str | Path, n: int, seed: int,
-          alphas: tuple[float, ...] = ALPHAS) -> dict[str, torch.Tensor]:
+def build(
+    name: str,
+    shape: InputShape,
+    *,
+    id_images: torch.Tensor,
+    data_root: str | Path,
+    n: int,
+    seed: int,
+    alphas: tuple[float, ...] = ALPHAS,
+) -> dict[str, torch.Tensor]:
     """Named OOD set(s) (``scaled-noise`` gives one per alpha) as float images at the model's shape."""
     if is_dataset(name):
         gray = name.endswith("-gray")

@@ -48,21 +48,27 @@ def markdown(ev, title: str | None = None) -> str:
         lines.append("| " + " | ".join(row) + " |")
 
     lines += stored_threshold_table(ev)
-    lines += ["", "Models: " + "; ".join(f"`{m.label}` = {m.method} ({m.source}, {m.n_id} ID test images)"
-                                         for m in models) + "."]
+    lines += [
+        "",
+        "Models: " + "; ".join(f"`{m.label}` = {m.method} ({m.source}, {m.n_id} ID test images)" for m in models) + ".",
+    ]
     sizes = sorted({r["n"] for m in models for k, r in m.sets.items() if not k.startswith("adv")})
     adv = [k for k in ("adv-noise", "adv-samples") if k in ev.rows]
     lines.append(f"Images per fixed set: {', '.join(map(str, sizes))}; seed {cfg.seed}.")
     if adv:
-        lines.append(f"Adversarial sets: {cfg.n_adv} starting points, {cfg.adv_steps} PGD steps, L-inf eps "
-                     f"{cfg.eps}, step eps/steps x {cfg.step_factor}, best iterate kept; adv-noise maximises "
-                     f"{'minus the OOD score' if cfg.adv_objective == 'score' else 'the max log-probability'}.")
+        lines.append(
+            f"Adversarial sets: {cfg.n_adv} starting points, {cfg.adv_steps} PGD steps, L-inf eps "
+            f"{cfg.eps}, step eps/steps x {cfg.step_factor}, best iterate kept; adv-noise maximises "
+            f"{'minus the OOD score' if cfg.adv_objective == 'score' else 'the max log-probability'}."
+        )
     for name in ev.rows:
         notes = [f"{m.label}: {m.sets[name]['note']}" for m in models if m.sets[name].get("note")]
         if notes:
             lines.append(f"`{name}`: " + "; ".join(notes) + ".")
-    lines.append("AUROC and AUPR with in-distribution as the positive class; FPR@95 = share of OOD inputs "
-                 "accepted at the threshold that keeps 95 % of in-distribution test inputs.")
+    lines.append(
+        "AUROC and AUPR with in-distribution as the positive class; FPR@95 = share of OOD inputs "
+        "accepted at the threshold that keeps 95 % of in-distribution test inputs."
+    )
     return "\n".join(lines)
 
 
@@ -72,14 +78,19 @@ def stored_threshold_table(ev) -> list[str]:
     served = [m for m in ev.models if m.threshold is not None]
     if not served:
         return []
-    lines = ["", "At the stored threshold (what is served): ID rejected, OOD accepted:", "",
-             "| set | " + " | ".join(f"{m.label} (threshold {m.threshold:.4g})" for m in served) + " |",
-             "|" + "---|" * (len(served) + 1),
-             "| ID test rejected | " + " | ".join(f"{100 * m.id_reject_rate:.2f} %" for m in served) + " |"]
+    lines = [
+        "",
+        "At the stored threshold (what is served): ID rejected, OOD accepted:",
+        "",
+        "| set | " + " | ".join(f"{m.label} (threshold {m.threshold:.4g})" for m in served) + " |",
+        "|" + "---|" * (len(served) + 1),
+        "| ID test rejected | " + " | ".join(f"{100 * m.id_reject_rate:.2f} %" for m in served) + " |",
+    ]
     for name in ev.rows:
         cells = [m.sets[name].get("accepted") for m in served]
-        lines.append(f"| {name} accepted | " + " | ".join("n/a" if v is None else f"{100 * v:.2f} %" for v in cells)
-                     + " |")
+        lines.append(
+            f"| {name} accepted | " + " | ".join("n/a" if v is None else f"{100 * v:.2f} %" for v in cells) + " |"
+        )
     return lines
 
 
@@ -110,12 +121,13 @@ def plot_histograms(ev, path: Path) -> None:
     plt = _plt()
     rows = [r for r in ev.rows if any(r in ev.outputs[m.label] for m in ev.models)]
     n_rows, n_cols = max(1, len(rows)), len(ev.models)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 1.9 * n_rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.2 * n_cols, 1.9 * n_rows), squeeze=False, constrained_layout=True
+    )
     for j, m in enumerate(ev.models):
         outs = ev.outputs[m.label]
         finite = np.concatenate([o.ood_score[np.isfinite(o.ood_score)] for o in outs.values()])
-        lo, hi = (np.percentile(finite, [0.1, 99.9]) if len(finite) else (0.0, 1.0))
+        lo, hi = np.percentile(finite, [0.1, 99.9]) if len(finite) else (0.0, 1.0)
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
         bins = np.linspace(lo, hi, 41)

@@ -14,8 +14,7 @@ from . import ood_metrics
 
 
 @torch.no_grad()
-def compare(model: nn.Module, method: Method, val_x: torch.Tensor, seed: int = 0, n: int = 2000
-            ) -> dict[str, float]:
+def compare(model: nn.Module, method: Method, val_x: torch.Tensor, seed: int = 0, n: int = 2000) -> dict[str, float]:
     """score name -> AUROC (validation images positive, training-noise images negative)."""
     if val_x.ndim != 4 or not method.score_options:
         return {}
@@ -30,5 +29,6 @@ def compare(model: nn.Module, method: Method, val_x: torch.Tensor, seed: int = 0
 
 
 def _scores(model: nn.Module, method: Method, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    return torch.cat([method.outputs(model, x[i : i + batch_size])[1].double()
-                      for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat(
+        [method.outputs(model, x[i : i + batch_size])[1].double() for i in range(0, len(x), batch_size)]
+    ).numpy()

@@ -113,8 +113,9 @@ class OnnxModel:
         return session_outputs(self.session, images, batch_size, desc, progress)
 
 
-def session_outputs(session, images: torch.Tensor, batch_size: int = 512, desc: str = "", progress: bool = False
-                    ) -> Outputs:
+def session_outputs(
+    session, images: torch.Tensor, batch_size: int = 512, desc: str = "", progress: bool = False
+) -> Outputs:
     """uint8 or float images through an onnxruntime session of a model file, in batches: what the service computes.
     (The exporter runs the file before it has metadata, so this takes a session, not an ``OnnxModel``.)"""
     parts = []

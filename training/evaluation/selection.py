@@ -39,17 +39,18 @@ class Measured:
         return min(self.auroc_noise, self.auroc_adv_noise)
 
 
-def measure(path: Path, *, n: int = 500, adv_steps: int = 40, eps: float = 0.3, seed: int = 0
-            ) -> Measured:
+def measure(path: Path, *, n: int = 500, adv_steps: int = 40, eps: float = 0.3, seed: int = 0) -> Measured:
     model = TorchModel(path)
     label = model.method_name
     cfg = model.config
-    splits = datasets.load(cfg["dataset"], cfg["data_root"], val_fraction=cfg["val_fraction"], seed=cfg["seed"],
-                           download=False)
+    splits = datasets.load(
+        cfg["dataset"], cfg["data_root"], val_fraction=cfg["val_fraction"], seed=cfg["seed"], download=False
+    )
     val_x = datasets.as_float(splits.val.x)
     noise = noise_batch(val_x, n, torch.Generator().manual_seed(seed + 31))
-    adv = evaluate.adversarial_noise(model, noise, evaluate.EvalConfig(adv_steps=adv_steps, eps=eps, seed=seed + 31,
-                                                                       progress=False), label)
+    adv = evaluate.adversarial_noise(
+        model, noise, evaluate.EvalConfig(adv_steps=adv_steps, eps=eps, seed=seed + 31, progress=False), label
+    )
     val = model.outputs(val_x, 500, f"{label}: validation", False)
     aurocs = [ood_metrics.auroc(val.confidence, model.outputs(x, 500, label, False).confidence) for x in (noise, adv)]
     acc = float((val.probabilities.argmax(1) == splits.val.y.numpy()).mean())
@@ -71,7 +72,12 @@ def choose(measured: list[Measured], max_accuracy_drop: float = MAX_ACCURACY_DRO
 
 
 def table(measured: list[Measured], chosen: Measured) -> str:
-    rows = "\n".join(f"| {m.label}{' (chosen)' if m is chosen else ''} | {m.val_accuracy:.4f} | {m.auroc_noise:.4f} "
-                     f"| {m.auroc_adv_noise:.4f} |" for m in measured)
-    return ("| candidate | validation accuracy | AUROC vs training noise | AUROC vs PGD-moved training noise |\n"
-            "|---|---|---|---|\n" + rows)
+    rows = "\n".join(
+        f"| {m.label}{' (chosen)' if m is chosen else ''} | {m.val_accuracy:.4f} | {m.auroc_noise:.4f} "
+        f"| {m.auroc_adv_noise:.4f} |"
+        for m in measured
+    )
+    return (
+        "| candidate | validation accuracy | AUROC vs training noise | AUROC vs PGD-moved training noise |\n"
+        "|---|---|---|---|\n" + rows
+    )

@@ -58,14 +58,16 @@ def add(proto) -> bool:
     high = const("high", np.float32(1.0 + DOMAIN_TOLERANCE))
     out_score = const("out_of_domain_score", np.float32(OUT_OF_DOMAIN_SCORE))
     p = PREFIX
-    graph.node.extend([
-        helper.make_node("ReduceMin", [INPUT_NAME, axes], [p + "min"], name=p + "min", keepdims=0),
-        helper.make_node("ReduceMax", [INPUT_NAME, axes], [p + "max"], name=p + "max", keepdims=0),
-        helper.make_node("Less", [p + "min", low], [p + "below"], name=p + "below"),
-        helper.make_node("Greater", [p + "max", high], [p + "above"], name=p + "above"),
-        helper.make_node("Or", [p + "below", p + "above"], [p + "outside"], name=p + "outside"),
-        helper.make_node("Where", [p + "outside", out_score, network_score], [SCORE], name=p + "score"),
-    ])
+    graph.node.extend(
+        [
+            helper.make_node("ReduceMin", [INPUT_NAME, axes], [p + "min"], name=p + "min", keepdims=0),
+            helper.make_node("ReduceMax", [INPUT_NAME, axes], [p + "max"], name=p + "max", keepdims=0),
+            helper.make_node("Less", [p + "min", low], [p + "below"], name=p + "below"),
+            helper.make_node("Greater", [p + "max", high], [p + "above"], name=p + "above"),
+            helper.make_node("Or", [p + "below", p + "above"], [p + "outside"], name=p + "outside"),
+            helper.make_node("Where", [p + "outside", out_score, network_score], [SCORE], name=p + "score"),
+        ]
+    )
     return True
 
 

@@ -85,8 +85,15 @@ def to_onnx(model: nn.Module, method, info: datasets.DatasetInfo, path: Path) ->
     example = torch.rand(2, info.channels, info.height, info.width)  # 2, not 1: a batch of 1 would specialise
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("N")}}, dynamo=True, external_data=False, optimize=True,
+        wrapper,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("N")}},
+        dynamo=True,
+        external_data=False,
+        optimize=True,
         verbose=False,
     )
     domain_guard.add_to_file(path)
@@ -127,19 +134,31 @@ def store_weights_fp16(path: Path, min_elements: int = 1024) -> None:
     onnx.save(proto, str(path))
 
 
-def quick_ood_sets(test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, n: int = 1000
-                   ) -> dict[str, torch.Tensor]:
+def quick_ood_sets(
+    test_x: torch.Tensor, shape: ood_sets.InputShape, seed: int, n: int = 1000
+) -> dict[str, torch.Tensor]:
     """OOD sets that need no download (``training.evaluation.ood_sets``): uniform noise and pixel-permuted test
     images."""
     n = min(n, len(test_x))
     return {name: ood_sets.noise_set(name, shape, test_x, n, seed) for name in ("uniform", "permuted")}
 
 
-def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str | None = None, version: str = "1",
-                      tpr: float = 0.95, resize: str = "stretch", data_root: str | None = None,
-                      ood: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                      fp16_weights: bool = False, score: str | None = None, tta: str = "none",
-                      precision: str = "fp32") -> ModelMetadata:
+def export_checkpoint(
+    checkpoint_path: str | Path,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    tpr: float = 0.95,
+    resize: str = "stretch",
+    data_root: str | None = None,
+    ood: dict[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    fp16_weights: bool = False,
+    score: str | None = None,
+    tta: str = "none",
+    precision: str = "fp32",
+) -> ModelMetadata:
     """Export, calibrate on the validation split, summarise on the test split, write metadata.
 
     ``score``: the OOD score the graph computes, for a method with several (``Method.score_options``);
@@ -147,8 +166,9 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
     exports ``FlipAveraged`` (twice the network's cost per image; the architecture field says so). ``precision``
     ``int8``: the file is quantized (``training.export.quantize``) before it is calibrated and evaluated."""
     if precision != "fp32" and fp16_weights:
-        raise ValueError("--fp16-weights and --quantize int8 exclude each other (int8 weights are a quarter of "
-                         "float32's already)")
+        raise ValueError(
+            "--fp16-weights and --quantize int8 exclude each other (int8 weights are a quarter of float32's already)"
+        )
     out = Path(out)
     ckpt = checkpoint.load(checkpoint_path)
     model, method, info = checkpoint.build_model(ckpt)
@@ -171,19 +191,27 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, name: str
 
     calibration = Calibration.from_scores(session_outputs(sess, splits.val.x).ood_score, tpr)
     shape = ood_sets.InputShape(info.channels, info.height, info.width)
-    evaluation = evaluate_on_test(sess, splits.test, calibration,
-                                  {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})})
+    evaluation = evaluate_on_test(
+        sess, splits.test, calibration, {**quick_ood_sets(splits.test.x, shape, seed), **(ood or {})}
+    )
     dataset = datasets.shown_name(info.name)  # the checkpoint's info names the data set by its path
     meta = ModelMetadata(
-        name=name or out.stem, version=version, method=method.label, score=method.score,
+        name=name or out.stem,
+        version=version,
+        method=method.label,
+        score=method.score,
         classes=list(info.classes),
-        input=InputSpec(channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode,
-                        resize=resize),
-        dataset=dataset, calibration=calibration,
+        input=InputSpec(
+            channels=info.channels, height=info.height, width=info.width, color_mode=info.color_mode, resize=resize
+        ),
+        dataset=dataset,
+        calibration=calibration,
         architecture=ckpt["config"]["model"] + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
-        evaluation=evaluation.model_copy(update={"test_split": f"{dataset} test ({len(splits.test)} images)",
-                                                 "score_choice": choice}),
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), **quantized,
+        evaluation=evaluation.model_copy(
+            update={"test_split": f"{dataset} test ({len(splits.test)} images)", "score_choice": choice}
+        ),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        **quantized,
     )
     write_metadata(out, meta)
     return meta
@@ -206,9 +234,12 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
             accepted=calibration.accepted_share(ood_scores),
         )
     uniformity = stats.kstest(calibration.p_values(test_scores), "uniform").pvalue
-    return Evaluation(test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()), ood=results,
-                      id_reject_rate=calibration.rejected_share(test_scores),
-                      id_p_value_uniformity=float(uniformity))
+    return Evaluation(
+        test_accuracy=float((test_probs.argmax(1) == test.y.numpy()).mean()),
+        ood=results,
+        id_reject_rate=calibration.rejected_share(test_scores),
+        id_p_value_uniformity=float(uniformity),
+    )
 
 
 def check(path: Path) -> int:
@@ -227,8 +258,10 @@ def check(path: Path) -> int:
     probs, score, logits = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
     ms = (time.perf_counter() - t) * 1e3
     assert probs.shape == (8, len(meta.classes)) and score.shape == (8,) and logits.shape == probs.shape
-    print(f"onnxruntime: batch of 8 random images -> probabilities {probs.shape}, ood_score {score.shape}, "
-          f"logits {logits.shape} in {ms:.1f} ms; {int(meta.calibration.is_ood(score).sum())}/8 flagged OOD")
+    print(
+        f"onnxruntime: batch of 8 random images -> probabilities {probs.shape}, ood_score {score.shape}, "
+        f"logits {logits.shape} in {ms:.1f} ms; {int(meta.calibration.is_ood(score).sum())}/8 flagged OOD"
+    )
     return 0
 
 
@@ -238,27 +271,49 @@ RESIZE_MODES = typing.get_args(InputSpec.model_fields["resize"].annotation)
 
 def main(argv: list[str] | None = None) -> None:
     d = {k: v.default for k, v in inspect.signature(export_checkpoint).parameters.items()}  # the one set of defaults
-    p = argparse.ArgumentParser(description="Export a training checkpoint to a self-describing ONNX model file.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Export a training checkpoint to a self-describing ONNX model file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--checkpoint", type=Path, help="training checkpoint (RUN/last.pt)")
     p.add_argument("--out", type=Path, help="output .onnx path")
     p.add_argument("--name", default=d["name"], help="model name (default: the output file's stem)")
     p.add_argument("--version", default=d["version"], help="model version string")
     p.add_argument("--tpr", type=float, default=d["tpr"], help="in-distribution TPR the reject threshold keeps")
-    p.add_argument("--resize", default=d["resize"], choices=RESIZE_MODES,
-                   help="how the service brings other image sizes to the model's input size")
-    p.add_argument("--fp16-weights", action="store_true", default=d["fp16_weights"],
-                   help="store weights as float16 (half the file; arithmetic stays float32)")
+    p.add_argument(
+        "--resize",
+        default=d["resize"],
+        choices=RESIZE_MODES,
+        help="how the service brings other image sizes to the model's input size",
+    )
+    p.add_argument(
+        "--fp16-weights",
+        action="store_true",
+        default=d["fp16_weights"],
+        help="store weights as float16 (half the file; arithmetic stays float32)",
+    )
     p.add_argument("--data-root", default=d["data_root"], help="override the checkpoint's data root (for calibration)")
-    p.add_argument("--score", default=d["score"],
-                   help="the OOD score to export, for a method with several (IsoMax+: min-distance, entropy, "
-                        "projection); 'auto': the best on validation data vs training noise (default: the run's)")
-    p.add_argument("--tta", default=d["tta"], choices=tuple(TTA),
-                   help="test-time augmentation inside the graph: flip averages each image's features with its "
-                        "mirror image's (twice the network's cost per image, in serving too)")
-    p.add_argument("--quantize", default=d["precision"], choices=PRECISIONS, metavar="{int8}",
-                   help="int8: quantize the network (static QDQ, calibrated on training images); the threshold and "
-                        "every evaluation row are then measured on the int8 file")
+    p.add_argument(
+        "--score",
+        default=d["score"],
+        help="the OOD score to export, for a method with several (IsoMax+: min-distance, entropy, "
+        "projection); 'auto': the best on validation data vs training noise (default: the run's)",
+    )
+    p.add_argument(
+        "--tta",
+        default=d["tta"],
+        choices=tuple(TTA),
+        help="test-time augmentation inside the graph: flip averages each image's features with its "
+        "mirror image's (twice the network's cost per image, in serving too)",
+    )
+    p.add_argument(
+        "--quantize",
+        default=d["precision"],
+        choices=PRECISIONS,
+        metavar="{int8}",
+        help="int8: quantize the network (static QDQ, calibrated on training images); the threshold and "
+        "every evaluation row are then measured on the int8 file",
+    )
     p.add_argument("--check", type=Path, metavar="MODEL.onnx", help="print a model file's metadata and run it")
     args = p.parse_args(argv)
     if args.check:
@@ -267,21 +322,32 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--checkpoint and --out are required (or --check MODEL.onnx)")
     t = time.perf_counter()
     try:
-        meta = export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, tpr=args.tpr,
-                                 resize=args.resize, data_root=args.data_root,
-                                 fp16_weights=args.fp16_weights, score=args.score, tta=args.tta,
-                                 precision=args.quantize)
+        meta = export_checkpoint(
+            args.checkpoint,
+            args.out,
+            name=args.name,
+            version=args.version,
+            tpr=args.tpr,
+            resize=args.resize,
+            data_root=args.data_root,
+            fp16_weights=args.fp16_weights,
+            score=args.score,
+            tta=args.tta,
+            precision=args.quantize,
+        )
     except datasets.DatasetUnavailable as e:
         print(f"error: calibration needs the validation split: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except (checkpoint.UnreadableCheckpoint, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s: "
-          f"threshold {meta.calibration.threshold:.4g} at TPR {meta.calibration.tpr} on {meta.calibration.n} "
-          f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}, "
-          f"{meta.evaluation.id_reject_rate:.2%} of the test split rejected (conformal p-values' KS p "
-          f"{meta.evaluation.id_p_value_uniformity:.3g}); score: {meta.score}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s: "
+        f"threshold {meta.calibration.threshold:.4g} at TPR {meta.calibration.tpr} on {meta.calibration.n} "
+        f"validation images; test accuracy {meta.evaluation.test_accuracy:.4f}, "
+        f"{meta.evaluation.id_reject_rate:.2%} of the test split rejected (conformal p-values' KS p "
+        f"{meta.evaluation.id_p_value_uniformity:.3g}); score: {meta.score}"
+    )
 
 
 if __name__ == "__main__":

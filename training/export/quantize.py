@@ -60,8 +60,7 @@ def float_nodes(graph) -> list[str]:
 
     body = upstream([LOGITS.name], stop_at_matrix=False)
     head = upstream([o.name for o in graph.output], stop_at_matrix=True)
-    return sorted(n.name for n in graph.node
-                  if n.name.startswith(GUARD_PREFIX) or n.name not in body or n.name in head)
+    return sorted(n.name for n in graph.node if n.name.startswith(GUARD_PREFIX) or n.name not in body or n.name in head)
 
 
 class _Batches:
@@ -97,9 +96,15 @@ def to_int8(path: Path, images: np.ndarray) -> list[str]:
         keep_float = float_nodes(onnx.load(str(prepared)).graph)
         with _quiet_root_logger():
             quantize_static(
-            str(prepared), str(path), _Batches(images.astype(np.float32)), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=keep_float, calibrate_method=CalibrationMethod.MinMax,
+                str(prepared),
+                str(path),
+                _Batches(images.astype(np.float32)),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_float,
+                calibrate_method=CalibrationMethod.MinMax,
                 # MinMax keeps only each batch's per-tensor minimum and maximum, so all batches fit in memory.
                 # (CalibMaxIntermediateOutputs, meant to bound that memory, drops batches in onnxruntime 1.32.)
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},

@@ -28,5 +28,16 @@ from .api import (
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["CLIS", "REGISTRY", "Cli", "Method", "benchmark_variants", "build", "cli_of", "method_class", "register",
-           "register_cli", "spec"]
+__all__ = [
+    "CLIS",
+    "REGISTRY",
+    "Cli",
+    "Method",
+    "benchmark_variants",
+    "build",
+    "cli_of",
+    "method_class",
+    "register",
+    "register_cli",
+    "spec",
+]

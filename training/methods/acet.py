@@ -122,7 +122,7 @@ class ACET(Method):
             return self.base.loss(model, x, y)
         noise = self.noise(model, x, n_noise)
         logits = model(torch.cat([x, noise]))
-        clean, on_noise = logits[: len(x)], logits[len(x):]
+        clean, on_noise = logits[: len(x)], logits[len(x) :]
         loss = (self.base.clean_loss(clean, y) + self.noise_term(on_noise)) / (len(x) + n_noise)
         with torch.no_grad():
             stats = {
@@ -148,9 +148,16 @@ class ACET(Method):
         c = self.config
         if not moved or len(noise) == 0:
             return noise
-        return pgd(model, noise, max_log_confidence, eps=c.eps, steps=c.pgd_steps,
-                   step_size=c.eps / c.pgd_steps * c.step_factor, generator=self.generator,
-                   clip=(0.0, 1.0) if noise.ndim == 4 else None)  # images live in [0,1]; toy points don't
+        return pgd(
+            model,
+            noise,
+            max_log_confidence,
+            eps=c.eps,
+            steps=c.pgd_steps,
+            step_size=c.eps / c.pgd_steps * c.step_factor,
+            generator=self.generator,
+            clip=(0.0, 1.0) if noise.ndim == 4 else None,
+        )  # images live in [0,1]; toy points don't
 
     def outliers(self) -> OutlierImages | None:
         if self.config.outliers and self._outliers is None:
@@ -179,25 +186,51 @@ class ACETCli(Cli):
 def add_noise_options(parser: argparse.ArgumentParser) -> None:
     d = ACETConfig()
     g = parser.add_argument_group("CEDA / ACET noise training")
-    g.add_argument("--at-frac", type=float, default=d.at_frac,
-                   help="noise images per clean image in each batch (0 = no noise term: the wrapped method alone)")
+    g.add_argument(
+        "--at-frac",
+        type=float,
+        default=d.at_frac,
+        help="noise images per clean image in each batch (0 = no noise term: the wrapped method alone)",
+    )
     g.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help="PGD steps on the noise (0 = CEDA)")
     g.add_argument("--eps", type=float, default=d.eps, help="L-inf radius of the attack on the noise")
     g.add_argument("--step-factor", type=float, default=d.step_factor, help="PGD step = eps / steps x this")
-    g.add_argument("--noise-loss", default=d.noise_loss, choices=("max_conf", "uniform"),
-                   help="loss on noise: log max-softmax, or cross-entropy to the uniform label")
-    g.add_argument("--noise", default=",".join(d.noise), type=families,
-                   help=f"comma-separated noise families (training.data.noise): {', '.join(FAMILIES)}; strokes are "
-                   "random pen strokes, a negative for filled-shape data (never for digits)")
-    g.add_argument("--attacked", default=",".join(d.attacked), type=families,
-                   help="the noise families ACET's PGD moves; the others and --outliers are trained on as drawn")
-    g.add_argument("--outliers", default=d.outliers, metavar="PATH",
-                   help="outlier exposure: a folder or .zip of images that are none of the classes (any size; "
-                   "cropped at random scales); they fill --outlier-share of each noise batch")
-    g.add_argument("--outlier-share", type=float, default=d.outlier_share,
-                   help="share of each noise batch taken from --outliers")
-    g.add_argument("--outlier-holdout", default="", type=names, metavar="GROUP,GROUP",
-                   help="first folders of --outliers never trained on (kept as an unseen OOD source)")
+    g.add_argument(
+        "--noise-loss",
+        default=d.noise_loss,
+        choices=("max_conf", "uniform"),
+        help="loss on noise: log max-softmax, or cross-entropy to the uniform label",
+    )
+    g.add_argument(
+        "--noise",
+        default=",".join(d.noise),
+        type=families,
+        help=f"comma-separated noise families (training.data.noise): {', '.join(FAMILIES)}; strokes are "
+        "random pen strokes, a negative for filled-shape data (never for digits)",
+    )
+    g.add_argument(
+        "--attacked",
+        default=",".join(d.attacked),
+        type=families,
+        help="the noise families ACET's PGD moves; the others and --outliers are trained on as drawn",
+    )
+    g.add_argument(
+        "--outliers",
+        default=d.outliers,
+        metavar="PATH",
+        help="outlier exposure: a folder or .zip of images that are none of the classes (any size; "
+        "cropped at random scales); they fill --outlier-share of each noise batch",
+    )
+    g.add_argument(
+        "--outlier-share", type=float, default=d.outlier_share, help="share of each noise batch taken from --outliers"
+    )
+    g.add_argument(
+        "--outlier-holdout",
+        default="",
+        type=names,
+        metavar="GROUP,GROUP",
+        help="first folders of --outliers never trained on (kept as an unseen OOD source)",
+    )
 
 
 def families(text: str) -> tuple[str, ...]:
@@ -227,7 +260,17 @@ def wrap(base: dict, args: argparse.Namespace) -> dict:
     if args.at_frac == 0:
         return base
     check_outliers(args)
-    return spec("acet", base=base, at_frac=args.at_frac, pgd_steps=args.pgd_steps, eps=args.eps,
-                step_factor=args.step_factor, noise_loss=args.noise_loss, noise=args.noise, attacked=args.attacked,
-                outliers=args.outliers,
-                outlier_share=args.outlier_share, outlier_holdout=args.outlier_holdout)
+    return spec(
+        "acet",
+        base=base,
+        at_frac=args.at_frac,
+        pgd_steps=args.pgd_steps,
+        eps=args.eps,
+        step_factor=args.step_factor,
+        noise_loss=args.noise_loss,
+        noise=args.noise,
+        attacked=args.attacked,
+        outliers=args.outliers,
+        outlier_share=args.outlier_share,
+        outlier_holdout=args.outlier_holdout,
+    )

@@ -85,7 +85,6 @@ class Method(ABC):
         return {"name": self.name, **asdict(self.config)}
 
 
-
 class Cli:
     """How ``python -m training NAME`` trains the method ``name``; subclassed beside the method it serves."""
 
@@ -173,6 +172,7 @@ def _known(cls: type[Method], options: dict) -> dict:
     known = {f.name for f in fields(cls.Config)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"method {cls.name!r} has no option(s) {', '.join(unknown)}; "
-                         f"it has {', '.join(sorted(known)) or 'none'}")
+        raise ValueError(
+            f"method {cls.name!r} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(known)) or 'none'}"
+        )
     return options

@@ -95,8 +95,9 @@ class IsoMaxPlus(Plain):
         return IsoMaxPlusHead(in_features, num_classes)
 
     def clean_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.config.entropic_scale * logits.float(), y, reduction="sum",
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            self.config.entropic_scale * logits.float(), y, reduction="sum", label_smoothing=self.label_smoothing
+        )
 
     def outputs(self, model: nn.Module, x: torch.Tensor):
         features = model.features(x)
@@ -104,8 +105,7 @@ class IsoMaxPlus(Plain):
         logits = self.config.entropic_scale * distance_logits.float()
         return torch.softmax(logits, 1), self.ood_score_of(features, distance_logits, model.head), logits
 
-    def ood_score_of(self, features: torch.Tensor, distance_logits: torch.Tensor, head: IsoMaxPlusHead
-                     ) -> torch.Tensor:
+    def ood_score_of(self, features: torch.Tensor, distance_logits: torch.Tensor, head: IsoMaxPlusHead) -> torch.Tensor:
         if self.config.score == "entropy":
             return entropy(distance_logits)
         if self.config.score == "projection":
@@ -121,8 +121,12 @@ class IsoMaxPlusCli(Cli):
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--entropic-scale", type=float, default=IsoMaxConfig.entropic_scale,
-                            help="IsoMax+ entropic scale in the loss (and in the served probabilities)")
+        parser.add_argument(
+            "--entropic-scale",
+            type=float,
+            default=IsoMaxConfig.entropic_scale,
+            help="IsoMax+ entropic scale in the loss (and in the served probabilities)",
+        )
         parser.add_argument("--acet", action="store_true", help="add the ACET noise term (see the noise flags)")
         acet.add_noise_options(parser)
 

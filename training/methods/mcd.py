@@ -112,8 +112,10 @@ class MCD(Plain):
 
     def _both_ce(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ls = self.label_smoothing
-        return (F.cross_entropy(logits[0].float(), y, label_smoothing=ls),
-                F.cross_entropy(logits[1].float(), y, label_smoothing=ls))
+        return (
+            F.cross_entropy(logits[0].float(), y, label_smoothing=ls),
+            F.cross_entropy(logits[1].float(), y, label_smoothing=ls),
+        )
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossAndStats:
         """Pre-training: cross-entropy on both heads, everything trained."""
@@ -138,7 +140,7 @@ class MCD(Plain):
         finally:
             model.backbone.train()
         ce1, ce2 = self._both_ce(logits[:, : len(x)], y)
-        on_unlabeled = logits[:, len(x):]
+        on_unlabeled = logits[:, len(x) :]
         disc = discrepancy_loss(on_unlabeled[0], on_unlabeled[1], self.config.margin)
         loss = ce1 + ce2 + disc
         with torch.no_grad():
@@ -188,10 +190,13 @@ class MCDCli(Cli):
     def add_options(cls, parser: argparse.ArgumentParser) -> None:
         d = MCDConfig()
         g = parser.add_argument_group("MCD")
-        g.add_argument("--unlabeled", default=d.unlabeled,
-                       help="unlabelled data for the discrepancy loss: 'noise' (blurred uniform + pixel-permuted "
-                            "training images), a --dataset name or imagefolder:PATH (its training images, labels "
-                            "ignored). Never an OOD set you evaluate on")
+        g.add_argument(
+            "--unlabeled",
+            default=d.unlabeled,
+            help="unlabelled data for the discrepancy loss: 'noise' (blurred uniform + pixel-permuted "
+            "training images), a --dataset name or imagefolder:PATH (its training images, labels "
+            "ignored). Never an OOD set you evaluate on",
+        )
         g.add_argument("--margin", type=float, default=d.margin, help="discrepancy margin m")
         g.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (steps A and B per batch)")
         g.add_argument("--finetune-max-steps", type=int, default=None, help="stop fine-tuning after this many batches")
@@ -209,11 +214,18 @@ class MCDCli(Cli):
         if args.unlabeled != "noise" and is_main():
             # fail (or download) now, not after pre-training; other ranks read it once rank 0 has it
             datasets.load(args.unlabeled, args.data_root, val_fraction=0.0, download=args.download)
-        pretrain = replace(cfg, method={**cfg.method, "phase": "pretrain"}, out=str(out / "pretrain"), export=None,
-                           init_from=None)
-        finetune = replace(cfg, method={**cfg.method, "phase": "finetune"}, epochs=args.finetune_epochs,
-                           max_steps=args.finetune_max_steps, lr=args.finetune_lr, lr_milestones=(),
-                           init_from=args.init_from or str(out / "pretrain" / "last.pt"))
+        pretrain = replace(
+            cfg, method={**cfg.method, "phase": "pretrain"}, out=str(out / "pretrain"), export=None, init_from=None
+        )
+        finetune = replace(
+            cfg,
+            method={**cfg.method, "phase": "finetune"},
+            epochs=args.finetune_epochs,
+            max_steps=args.finetune_max_steps,
+            lr=args.finetune_lr,
+            lr_milestones=(),
+            init_from=args.init_from or str(out / "pretrain" / "last.pt"),
+        )
         if args.init_from or (args.resume and (out / "last.pt").exists()):
             return [finetune]
         return [pretrain, finetune]

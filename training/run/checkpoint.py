@@ -81,8 +81,13 @@ def build_model(ckpt: dict) -> tuple[nn.Module, methods.Method, datasets.Dataset
 def data_splits(ckpt: dict, data_root: str | None = None) -> datasets.Splits:
     """The run's own train / validation / test splits again (same data set, fraction and seed), never downloading."""
     cfg = ckpt["config"]
-    return datasets.load(cfg["dataset"], data_root or cfg["data_root"], val_fraction=cfg["val_fraction"],
-                         seed=cfg["seed"], download=False)
+    return datasets.load(
+        cfg["dataset"],
+        data_root or cfg["data_root"],
+        val_fraction=cfg["val_fraction"],
+        seed=cfg["seed"],
+        download=False,
+    )
 
 
 # -- random number generators: saved with every checkpoint so that a resumed run is bit-exact --

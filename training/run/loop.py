@@ -53,6 +53,7 @@ def distributed(device: str) -> Processes:
         # the group forever, so destroy_process_group() cannot free it and gloo's C++ threads outlive the
         # interpreter, which aborts now and then at exit ("terminate called without an active exception").
         import torch.distributed.nn as _ddp_functions  # noqa: F401
+
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         atexit.register(_tear_down)
     if dev.type == "cuda":
@@ -113,8 +114,9 @@ def train(cfg: TrainConfig) -> Path:
     device, ckpt_path = procs.device, Path(cfg.out) / "last.pt"
     torch.manual_seed(cfg.seed)
     resume = checkpoint.load(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
-    splits = datasets.load(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                           download=cfg.download and procs.main)
+    splits = datasets.load(
+        cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download and procs.main
+    )
     steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
     precision = Precision.for_run(device, cfg.amp, say=print if procs.main else lambda _: None)
     method, model, optim, lookahead = _build(cfg, procs, splits, total_steps, precision, resume)
@@ -124,8 +126,11 @@ def train(cfg: TrainConfig) -> Path:
     forward = Step(model, method)
     if procs.ddp:
         # several updates per batch may each train a part only (see Step); DDP must then look for unused params
-        forward = nn.parallel.DistributedDataParallel(forward, device_ids=[procs.local_rank] if device.type == "cuda"
-                                                      else None, find_unused_parameters=len(method.updates) > 1)
+        forward = nn.parallel.DistributedDataParallel(
+            forward,
+            device_ids=[procs.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=len(method.updates) > 1,
+        )
     log = EpochLog(cfg, procs, total_steps) if procs.main else None
     if log:
         log.start(method.label, splits, resume, ckpt_path, precision.name)
@@ -139,15 +144,21 @@ def train(cfg: TrainConfig) -> Path:
         flips = datasets.alternating_flips(len(train_y), epoch, cfg.seed) if cfg.flip == "alternating" else None
         batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
         for i, idx in zip(range(n_steps), batches, strict=False):
-            x = datasets.augment(datasets.as_float(train_x[idx.to(device)]), splits.info.augment, pad=cfg.translate,
-                                 pad_mode=cfg.pad_mode, flip=None if flips is None else flips[idx],
-                                 cutout=cfg.cutout)
+            x = datasets.augment(
+                datasets.as_float(train_x[idx.to(device)]),
+                splits.info.augment,
+                pad=cfg.translate,
+                pad_mode=cfg.pad_mode,
+                flip=None if flips is None else flips[idx],
+                cutout=cfg.cutout,
+            )
             stats = _one_batch(forward, method, optim, precision, precision.images(x), train_y[idx.to(device)])
             if lookahead:
                 lookahead.after_step(model, step + i + 1)
             if log:
-                log.batch(epoch, epochs, n_steps, step + i + 1, stats, len(idx) * procs.world,
-                          optim.sched.get_last_lr()[0])
+                log.batch(
+                    epoch, epochs, n_steps, step + i + 1, stats, len(idx) * procs.world, optim.sched.get_last_lr()[0]
+                )
         step += n_steps
         rng = _rng_states_of_every_rank(method, procs)
         if log:
@@ -155,9 +166,22 @@ def train(cfg: TrainConfig) -> Path:
             seconds += time.perf_counter() - started  # the epoch's wall time, its validation included
             history.append({"epoch": epoch + 1, "val_acc": val_acc, "minutes": seconds / 60})
             extra = {"lookahead": lookahead.state_dict()} if lookahead else {}
-            checkpoint.save(checkpoint.payload(model, method, cfg, splits.info, **optim.state(), epoch=epoch,
-                                               step=step, rng=rng, train_seconds=seconds, history=history, **extra),
-                            ckpt_path)
+            checkpoint.save(
+                checkpoint.payload(
+                    model,
+                    method,
+                    cfg,
+                    splits.info,
+                    **optim.state(),
+                    epoch=epoch,
+                    step=step,
+                    rng=rng,
+                    train_seconds=seconds,
+                    history=history,
+                    **extra,
+                ),
+                ckpt_path,
+            )
             log.epoch_end(epoch, epochs, step, val_acc, seconds)
     if log:
         log.finish(accuracy(model, splits.test, device), len(splits.test), ckpt_path, seconds)
@@ -166,8 +190,14 @@ def train(cfg: TrainConfig) -> Path:
     return ckpt_path
 
 
-def _build(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, total_steps: int, precision: Precision,
-           resume: dict | None) -> tuple[methods.Method, nn.Module, Optimisation, Lookahead | None]:
+def _build(
+    cfg: TrainConfig,
+    procs: Processes,
+    splits: datasets.Splits,
+    total_steps: int,
+    precision: Precision,
+    resume: dict | None,
+) -> tuple[methods.Method, nn.Module, Optimisation, Lookahead | None]:
     """Method, model, optimiser and lookahead: fresh, from another run's weights (``init_from``), or resumed."""
     method = methods.build(cfg.method)
     method.generator = torch.Generator(procs.device).manual_seed(cfg.seed * 1000 + procs.rank)  # noise per rank
@@ -200,8 +230,14 @@ def _rng_states_of_every_rank(method: methods.Method, procs: Processes) -> list[
     return gathered
 
 
-def _one_batch(forward: nn.Module, method: methods.Method, optim: Optimisation, precision: Precision,
-               x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def _one_batch(
+    forward: nn.Module,
+    method: methods.Method,
+    optim: Optimisation,
+    precision: Precision,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """One optimiser step per entry of ``method.updates`` (MCD's fine-tuning: steps A then B)."""
     stats = {}
     for i in range(len(method.updates)):
@@ -226,8 +262,13 @@ def _batches(n: int, batch_size: int, epoch: int, seed: int, rank: int, world: i
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, precision: Precision | None = None,
-             batch_size: int = 512) -> float:
+def accuracy(
+    model: nn.Module,
+    split: datasets.Split,
+    device: torch.device,
+    precision: Precision | None = None,
+    batch_size: int = 512,
+) -> float:
     """Share of ``split`` classified right; in the run's precision when given (the per-epoch validation), else in
     fp32 (the final test accuracy, as the exported fp32 model computes it)."""
     model.eval()
@@ -243,8 +284,11 @@ def accuracy(model: nn.Module, split: datasets.Split, device: torch.device, prec
 def _check_ranks_in_sync(model: nn.Module, procs: Processes) -> None:
     """DDP keeps replicas identical only if every rank ran the same steps: verify it, cheaply."""
     flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
-    digest = torch.tensor([flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
-                          dtype=torch.float64, device=next(model.parameters()).device)
+    digest = torch.tensor(
+        [flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
+        dtype=torch.float64,
+        device=next(model.parameters()).device,
+    )
     gathered = [torch.zeros_like(digest) for _ in range(procs.world)]
     torch.distributed.all_gather(gathered, digest)
     if procs.main:

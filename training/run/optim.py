@@ -42,15 +42,21 @@ def schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> 
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    norm_biases = {id(m.bias) for m in model.modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    norm_biases = {
+        id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
+    }
     trained = [p for p in model.parameters() if p.requires_grad]
     if cfg.bias_lr_scale == 1.0:
         return [{"params": trained}]
     scale = cfg.bias_lr_scale
-    return [{"params": [p for p in trained if id(p) not in norm_biases]},
-            {"params": [p for p in trained if id(p) in norm_biases], "lr": cfg.lr * scale,
-             "weight_decay": cfg.weight_decay / scale}]
+    return [
+        {"params": [p for p in trained if id(p) not in norm_biases]},
+        {
+            "params": [p for p in trained if id(p) in norm_biases],
+            "lr": cfg.lr * scale,
+            "weight_decay": cfg.weight_decay / scale,
+        },
+    ]
 
 
 @dataclass
@@ -61,13 +67,21 @@ class Optimisation:
 
     @classmethod
     def for_run(cls, model: nn.Module, cfg: TrainConfig, total_steps: int, precision: Precision) -> Optimisation:
-        opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        opt = torch.optim.SGD(
+            param_groups(model, cfg),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
+        )
         return cls(opt, schedule(opt, cfg, total_steps), torch.amp.GradScaler("cuda", enabled=precision.needs_scaler))
 
     def state(self) -> dict:
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load(self, ckpt: dict) -> None:
         self.opt.load_state_dict(ckpt["optimizer"])

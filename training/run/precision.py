@@ -37,8 +37,9 @@ class Precision:
             return cls("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         if cpu_has_native_bf16():
             return cls("cpu", torch.bfloat16, channels_last=True)
-        say("--amp: this CPU has no native bf16 (AVX-512 BF16 / AMX), which would be slower than fp32: "
-            "training in fp32")
+        say(
+            "--amp: this CPU has no native bf16 (AVX-512 BF16 / AMX), which would be slower than fp32: training in fp32"
+        )
         return cls(device.type, None)
 
     @property

@@ -29,9 +29,22 @@ from ..config import TrainConfig
 PAPER_FIELDS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule")
 
 FAST = {
-    "model": "fastnet", "epochs": 32, "batch_size": 512, "lr": 0.75, "momentum": 0.85, "nesterov": True,
-    "weight_decay": 0.00133, "lr_schedule": "triangle", "warmup": 0.23, "bias_lr_scale": 64.0, "label_smoothing": 0.2,
-    "lookahead": 5, "translate": 2, "pad_mode": "reflect", "flip": "alternating", "amp": True,
+    "model": "fastnet",
+    "epochs": 32,
+    "batch_size": 512,
+    "lr": 0.75,
+    "momentum": 0.85,
+    "nesterov": True,
+    "weight_decay": 0.00133,
+    "lr_schedule": "triangle",
+    "warmup": 0.23,
+    "bias_lr_scale": 64.0,
+    "label_smoothing": 0.2,
+    "lookahead": 5,
+    "translate": 2,
+    "pad_mode": "reflect",
+    "flip": "alternating",
+    "amp": True,
 }
 
 RECIPES: dict[str, dict] = {
@@ -39,4 +52,3 @@ RECIPES: dict[str, dict] = {
     "fast": FAST,
     "fast-long": {**FAST, "model": "fastnet_wide", "epochs": 24, "lr": 0.65, "cutout": 12},
 }
-

@@ -42,8 +42,12 @@ def test_inputs_outside_the_image_domain_are_rejected_whatever_the_network_says(
     mean, std = np.array([0.49, 0.48, 0.45])[:, None, None], np.array([0.25, 0.24, 0.26])[:, None, None]
     one_pixel = images.copy()
     one_pixel[:, 1, 7, 9] = -0.1
-    outside = {"x100 noise": 100 * images, "0-255 pixels": np.round(255 * images),
-               "mean/std normalised": (images - mean) / std, "one pixel at -0.1": one_pixel}
+    outside = {
+        "x100 noise": 100 * images,
+        "0-255 pixels": np.round(255 * images),
+        "mean/std normalised": (images - mean) / std,
+        "one pixel at -0.1": one_pixel,
+    }
     for what, x in outside.items():
         _, score = run(path, x)
         assert (score == np.float32(OUT_OF_DOMAIN_SCORE)).all() and (score > threshold).all(), what
@@ -65,9 +69,16 @@ def test_images_inside_the_domain_keep_the_networks_score(rgb_resnet, images):
 def test_the_command_guards_a_file_exported_without_it_once(plain_ckpt, tmp_path):
     model, method, _ = build_model(load_checkpoint(plain_ckpt))
     path = tmp_path / "unguarded.onnx"
-    torch.onnx.export(Deployable(model, method).eval(), (torch.rand(2, 1, 28, 28),), str(path),
-                      input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                      dynamic_shapes={"images": {0: torch.export.Dim("N")}}, dynamo=True, verbose=False)
+    torch.onnx.export(
+        Deployable(model, method).eval(),
+        (torch.rand(2, 1, 28, 28),),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={"images": {0: torch.export.Dim("N")}},
+        dynamo=True,
+        verbose=False,
+    )
     x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
     x[2:] *= 255
     before = run(path, x)

@@ -23,10 +23,17 @@ from training.run.checkpoint import load as load_checkpoint
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, plain_ckpt, acet_ckpt, isomax_ckpt):
     out = tmp_path_factory.mktemp("onnx")
-    runs = (("plain", plain_ckpt, None), ("acet", acet_ckpt, None), ("isomax", isomax_ckpt, None),
-            ("isomax-entropy", isomax_ckpt, "entropy"), ("isomax-projection", isomax_ckpt, "projection"))
-    return {name: (ckpt, export_checkpoint(ckpt, out / f"{name}.onnx", score=score) and out / f"{name}.onnx", score)
-            for name, ckpt, score in runs}
+    runs = (
+        ("plain", plain_ckpt, None),
+        ("acet", acet_ckpt, None),
+        ("isomax", isomax_ckpt, None),
+        ("isomax-entropy", isomax_ckpt, "entropy"),
+        ("isomax-projection", isomax_ckpt, "projection"),
+    )
+    return {
+        name: (ckpt, export_checkpoint(ckpt, out / f"{name}.onnx", score=score) and out / f"{name}.onnx", score)
+        for name, ckpt, score in runs
+    }
 
 
 @pytest.mark.parametrize("name", ["plain", "acet", "isomax", "isomax-entropy", "isomax-projection"])
@@ -70,8 +77,11 @@ def test_stored_threshold_rejects_five_percent_of_held_out_in_distribution_image
 
 
 def test_metadata_describes_the_model(exported):
-    for name, method, score_word in (("plain", "plain", "softmax"), ("acet", "acet", "softmax"),
-                                     ("isomax", "isomax+", "distance")):
+    for name, method, score_word in (
+        ("plain", "plain", "softmax"),
+        ("acet", "acet", "softmax"),
+        ("isomax", "isomax+", "distance"),
+    ):
         meta = read_metadata(exported[name][1])
         assert meta.method == method and score_word in meta.score
         assert meta.classes == [str(i) for i in range(10)] and meta.dataset == "mnist5k"
@@ -124,7 +134,11 @@ def test_missing_or_broken_metadata_is_refused(exported, tmp_path):
 
 
 def test_check_command_prints_metadata_and_runs_the_model(exported):
-    proc = subprocess.run([sys.executable, "-m", "training.export", "--check", str(exported["isomax"][1])],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.export", "--check", str(exported["isomax"][1])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert '"method": "isomax+"' in proc.stdout and "onnxruntime: batch of 8" in proc.stdout

@@ -75,9 +75,12 @@ def test_int8_serves_the_float_files_labels_through_predict_and_v2(files, splits
             assert listed["digits-int8"]["precision"] == "int8" and listed["digits-fp32"]["precision"] == "fp32"
             assert listed["digits-int8"]["quantized_from"] == read_metadata(files["int8"]).quantized_from
             for kind in files:
-                labels[kind] = [client.post(f"/predict?model=digits-{kind}", files={"file": (p.name, p.read_bytes(),
-                                                                                              "image/png")}).json()
-                                ["predictions"][0]["label"] for p in HELD_OUT_DIGITS]
+                labels[kind] = [
+                    client.post(
+                        f"/predict?model=digits-{kind}", files={"file": (p.name, p.read_bytes(), "image/png")}
+                    ).json()["predictions"][0]["label"]
+                    for p in HELD_OUT_DIGITS
+                ]
         assert labels["int8"] == labels["fp32"]
         assert sum(f"label{label}" in p.stem for label, p in zip(labels["int8"], HELD_OUT_DIGITS, strict=True)) >= 21
         test = datasets.as_float(splits.test.x).numpy()
@@ -107,9 +110,14 @@ def test_softmax_score_head_and_guard_stay_float(tmp_path, method):
     kept = set(to_int8(path, np.random.default_rng(0).random((64, 1, 28, 28), np.float32)))
     graph = onnx.load(str(path)).graph
     producer = {o: n for n in graph.node for o in n.output}
-    quantized = {n.name for n in graph.node for i in n.input
-                 if i in producer and producer[i].op_type == "DequantizeLinear"
-                 and producer[i].input[0] in {t.name for t in graph.initializer}}  # nodes with int8 weights
+    quantized = {
+        n.name
+        for n in graph.node
+        for i in n.input
+        if i in producer
+        and producer[i].op_type == "DequantizeLinear"
+        and producer[i].input[0] in {t.name for t in graph.initializer}
+    }  # nodes with int8 weights
     assert {n.name for n in graph.node if n.op_type == "Conv"} <= quantized
     assert not kept & quantized
     assert {n.name for n in graph.node if n.name.startswith("domain_guard/") or n.op_type == "Softmax"} <= kept
@@ -120,12 +128,28 @@ def test_softmax_score_head_and_guard_stay_float(tmp_path, method):
 
 def test_float16_weights_and_int8_are_refused_in_one_line(plain_ckpt, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(plain_ckpt), "--out",
-                          str(tmp_path / "x.onnx"), "--fp16-weights", "--quantize", "int8"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.export",
+            "--checkpoint",
+            str(plain_ckpt),
+            "--out",
+            str(tmp_path / "x.onnx"),
+            "--fp16-weights",
+            "--quantize",
+            "int8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert run.returncode == 2 and not (tmp_path / "x.onnx").exists()
-    assert run.stderr.splitlines() == ["error: --fp16-weights and --quantize int8 exclude each other (int8 weights "
-                                       "are a quarter of float32's already)"]
+    assert run.stderr.splitlines() == [
+        "error: --fp16-weights and --quantize int8 exclude each other (int8 weights are a quarter of float32's already)"
+    ]
     bundled = tmp_path / "bundled.onnx"  # a file exported with --fp16-weights
     bundled.write_bytes((REPO / "models" / "mnist-acet-lenet.onnx").read_bytes())
     with pytest.raises(ValueError, match=r"bundled\.onnx stores float16 weights"):
