@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import tokenize
@@ -283,3 +284,10 @@ def test_routes_read_the_app_state_through_its_accessors():
     for path in sorted((REPO / "service").rglob("*.py")):
         if path != owner:
             assert "app.state" not in path.read_text(), path
+
+
+def test_the_architecture_page_names_every_module():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"[a-z_0-9]+", page))
+    modules = {p.stem for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if not p.stem.startswith("__")}
+    assert not modules - named, sorted(modules - named)
