@@ -158,9 +158,9 @@ def test_sets_convert_to_the_models_input(tmp_path):
     fake = _jpeg_zip(tmp_path / "c.zip", n_per_class=3)
     x, y = ood_sets.labelled_test(f"imagefolder:{fake}", tmp_path)
     assert x.shape == (6, 3, 32, 32) and x.dtype == torch.uint8 and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
-    gray = ood_sets.to_input(x, InputShape(1, 28, 28))
+    gray = ood_sets.to_model_shape(x, InputShape(1, 28, 28))
     assert gray.shape == (6, 1, 28, 28) and gray.min() >= 0 and gray.max() <= 1
-    rgb_gray = ood_sets.to_input(x, InputShape(3, 32, 32), gray=True)
+    rgb_gray = ood_sets.to_model_shape(x, InputShape(3, 32, 32), gray=True)
     assert torch.equal(rgb_gray[:, 0], rgb_gray[:, 1])
     scaled = ood_sets.scaled_noise(InputShape(1, 8, 8), 5, seed=0)
     assert torch.allclose(scaled["scaled-noise x1000"], 1000 * scaled["scaled-noise x1"])

@@ -76,7 +76,7 @@ def id_test_split(cand: Candidate, cfg: EvalConfig, data_root: str = "data") -> 
     """(images, labels, description) of the in-distribution test set of one candidate."""
     if cfg.id_test:
         x, y = ood_sets.labelled_test(cfg.id_test, data_root)
-        x, what = ood_sets.to_input(x, cand.shape), f"{cfg.id_test} test split"
+        x, what = ood_sets.to_model_shape(x, cand.shape), f"{cfg.id_test} test split"
     else:
         if cand.checkpoint:
             splits = checkpoint.data_splits(cand.checkpoint.ckpt, cfg.data_root)

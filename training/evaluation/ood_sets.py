@@ -154,7 +154,7 @@ def _image_files(path: Path, n: int | None, seed: int) -> tuple[torch.Tensor, to
     return x, y
 
 
-def to_input(x: torch.Tensor, shape: InputShape, *, gray: bool = False) -> torch.Tensor:
+def to_model_shape(x: torch.Tensor, shape: InputShape, *, gray: bool = False) -> torch.Tensor:
     """uint8 or float images -> float32 [N, C, H, W] at the model's shape (values kept in [0, 1])."""
     return datasets.to_shape(x, shape.channels, shape.height, shape.width, gray=gray)
 
@@ -172,7 +172,7 @@ def noise_set(name: str, shape: InputShape, id_images: torch.Tensor, n: int, see
         if n > len(id_images)
         else torch.randperm(len(id_images), generator=g)[:n]
     )
-    base = to_input(id_images[pick], shape)
+    base = to_model_shape(id_images[pick], shape)
     if name == "permuted":
         return permute_pixels(base, g)
     if name == "noise":
@@ -215,7 +215,7 @@ def _skimage_crops(
         count = n // len(names) + (i < n % len(names))
         crops += [np.asarray(c) for c in square_crops(im, count, rng, (shape.width, shape.height), sides)]
     x = torch.from_numpy(np.stack(crops))
-    return to_input(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
+    return to_model_shape(x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2), shape)
 
 
 def square_crops(
@@ -253,7 +253,7 @@ def build(
     if is_dataset(name):
         gray = name.endswith("-gray")
         x, _ = labelled_test(name.removesuffix("-gray"), data_root, n, set_seed(name, seed))
-        return {name: to_input(x, shape, gray=gray)}
+        return {name: to_model_shape(x, shape, gray=gray)}
     if name in NOISE_SETS:
         return {name: noise_set(name, shape, id_images, n, seed)}
     if name == SCALED:
