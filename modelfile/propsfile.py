@@ -10,6 +10,7 @@ graph and the weights of the new file are exactly the old file's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +25,14 @@ class NotProtobuf(ValueError):
     """The bytes are not a well-formed protobuf message (so not an ONNX file)."""
 
 
-def write_metadata(path: Path, meta: ModelMetadata) -> None:
-    """Store ``meta`` in the file at ``path`` (the exporter and recalibration both call this)."""
-    path.write_bytes(with_metadata(path.read_bytes(), meta))
+def write_metadata(path: Path, meta: ModelMetadata, *, source: Path | None = None) -> None:
+    """Store ``meta`` in the file at ``path``: ``source``'s graph and weights, or its own (the exporter writes
+    in place, recalibration a new file). Whole or not at all: a file the service may be watching never
+    appears half-written."""
+    data = with_metadata((source or path).read_bytes(), meta)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def with_metadata(model: bytes, meta: ModelMetadata) -> bytes:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .imagefolder import image_files, read_images
-from .propsfile import with_metadata
+from .propsfile import write_metadata
 from .schema import Calibration, ModelMetadata, Recalibration
 from .session import open_session, read_metadata
 from .signature import INPUT_NAME, OOD_SCORE
@@ -104,7 +103,7 @@ def recalibrate(model: Path, folder: Path, out: Path, *, tpr: float = 0.95, seed
             "recalibration": record.model_dump(),
         }
     )
-    write_file(out, with_metadata(model.read_bytes(), new))
+    write_metadata(out, new, source=model)
     return Recalibrated(new, meta.calibration)
 
 
@@ -114,13 +113,6 @@ def score_images(model: Path, files: list[Path], meta: ModelMetadata, folder: Pa
     sess = open_session(model)
     batches = (read_images(files[i : i + BATCH], meta.input, folder) for i in range(0, len(files), BATCH))
     return np.concatenate([sess.run([OOD_SCORE.name], {INPUT_NAME: x})[0] for x in batches])
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Whole or not at all: a file the service may be watching never appears half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def describe(result: Recalibrated, out: Path) -> str:

@@ -12,6 +12,8 @@ from modelfile import InvalidModelFile, ModelMetadata, metadata_from_props, open
 
 log = logging.getLogger(__name__)
 
+SERVED_NAMES = [t.name for t in signature.SERVED]  # built once: run() is on every batch's path
+
 
 class ModelRuntime:
     """A loaded, checked and warmed-up model. ``run`` is safe to call from any one thread."""
@@ -33,8 +35,8 @@ class ModelRuntime:
         return (spec.channels, spec.height, spec.width)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        names = [t.name for t in signature.SERVED]
-        return dict(zip(names, self.session.run(names, {signature.INPUT_NAME: images}), strict=True))
+        outputs = self.session.run(SERVED_NAMES, {signature.INPUT_NAME: images})
+        return dict(zip(SERVED_NAMES, outputs, strict=True))
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run the smallest and largest batch once: allocates arenas, and proves the batch dimension
