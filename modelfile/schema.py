@@ -168,6 +168,57 @@ class Recalibration(_Strict):
     created: str | None = None
 
 
+class ClassifierInput(_Strict):
+    """How the wrapped classifier expects its input, applied inside the graph after the contract's [0, 1] pixels."""
+
+    pixel_range: Literal["0-1", "0-255"] = "0-1"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[float] = Field(min_length=1, max_length=3)
+
+
+class FeatureSource(_Strict):
+    """One feature space a post-hoc score reads: the classifier's own penultimate layer or a pretrained network run
+    on the same image as a second branch of the graph."""
+
+    name: str = Field(min_length=1, max_length=64, description="`own`, or the pretrained network's name")
+    tensor: str | None = Field(default=None, description="for `own`: the classifier graph's feature tensor")
+    dim: int = Field(ge=1, description="feature width")
+    input_size: int | None = Field(default=None, description="for a pretrained network: the size it runs at")
+    weights: str | None = Field(default=None, description="where its weights came from (a package or a file's name)")
+
+
+class PostHocScore(_Strict):
+    """One score of a post-hoc file: which, on which source, with what fitted (sizes and scalars, not arrays)."""
+
+    score: str = Field(min_length=1, max_length=32)
+    source: str = Field(min_length=1, max_length=64, description="a `sources[].name`, or `logits` / `own-score`")
+    fitted: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class PostHoc(_Strict):
+    """Set by ``python -m training.posthoc``: the classifier was trained elsewhere; the OOD score was fitted to it
+    afterwards and compiled into the graph."""
+
+    classifier: FileName = Field(description="the wrapped classifier's file name (an ONNX file or a checkpoint)")
+    classifier_input: ClassifierInput
+    sources: list[FeatureSource] = Field(default_factory=list)
+    scores: list[PostHocScore] = Field(min_length=1)
+    combination: Literal["single", "fisher"] = Field(
+        description="`single`: the one score; `fisher`: each score's in-distribution p-value, combined as "
+        "-2 sum log p (Fisher's method)"
+    )
+    choice: dict[str, Unit] = Field(
+        default_factory=dict, description="with `--score auto`: each candidate's AUROC against `choice_set`"
+    )
+    choice_set: str | None = Field(default=None, description="the outliers the choice was measured against")
+    fit_images: int = Field(ge=1, description="in-distribution images the scores were fitted on")
+    reference_images: int = Field(ge=0, description="images the p-value tables were set on (`fisher` only)")
+    held_out_images: int = Field(ge=0, description="in-distribution images neither fit nor calibration saw")
+    held_out_reject_rate: Unit | None = Field(default=None, description="their share rejected at the threshold")
+    seed: int
+
+
 class ModelMetadata(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: Name
@@ -192,6 +243,7 @@ class ModelMetadata(_Strict):
         "RUN/FILE (never an absolute path)",
     )
     recalibration: Recalibration | None = None
+    posthoc: PostHoc | None = None
 
     @model_validator(mode="after")
     def _quantized_from_only_when_quantized(self) -> ModelMetadata:

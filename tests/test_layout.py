@@ -104,7 +104,7 @@ def test_training_and_the_service_meet_only_in_the_contract():
 
 # training's rooms, each importing only itself and the rooms before it; beside them, what every room reads and the
 # commands that compose the rooms.
-TRAINING_ROOMS = ("data", "nets", "methods", "run", "evaluation", "export")
+TRAINING_ROOMS = ("data", "nets", "methods", "run", "evaluation", "export", "posthoc")
 TRAINING_SHARED = {"training.config", "training.ranks"}
 TRAINING_COMMANDS = {"training", "training.__main__", "training.cli", "training.bundled", "training.toy2d"}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from modelfile import Evaluation, InputSpec, Recalibration
+from modelfile import Evaluation, InputSpec, PostHoc, Recalibration
 
 
 class Prediction(BaseModel):
@@ -55,6 +55,11 @@ class ModelInfo(BaseModel):
     calibration_split: str = Field(description="data the threshold was calibrated on")
     recalibration: Recalibration | None = Field(
         None, description="where the threshold was set again after export (`python -m modelfile recalibrate`)"
+    )
+    posthoc: PostHoc | None = Field(
+        None,
+        description="for a file made by `python -m training.posthoc`: where the classifier and each feature "
+        "network came from, and the score fitted to them",
     )
     evaluation: Evaluation = Field(
         description="test accuracy and OOD detection results; measured at the stored "

@@ -98,6 +98,7 @@ def _model_info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
         tpr=m.calibration.tpr,
         calibration_split=m.calibration.split,
         recalibration=m.recalibration,
+        posthoc=m.posthoc,
         evaluation=m.evaluation,
         providers=served.runtime.providers,
     )

