@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA_ROOT ?= ../shared/data
 
-.PHONY: help venv serve-venv test lint format models serve bench-train deploy-check compose-test clean
+.PHONY: help venv serve-venv test lint format models models-posthoc serve bench-train deploy-check compose-test clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,17 @@ format: $(VENV)/.installed-dev ## lay out every Python file with ruff format
 
 models: $(VENV)/.installed-dev ## retrain and export the bundled models (DATA_ROOT=../shared/data)
 	$(PY) -m training.bundled --data-root $(DATA_ROOT) --out models
+	$(MAKE) models-posthoc
+
+# The photo model's third version: the bundled classifier unchanged, its own score and EfficientNet-Lite0's KNN score
+# combined by Fisher's method (docs/results/posthoc.md has every score this was chosen among), fp32 and int8.
+PHOTO_V3 := $(PY) -m training.posthoc models/cifar10-acet-oe-fastnet.onnx --images cifar10 --data-root $(DATA_ROOT) \
+	--pretrained efficientnet-lite0 --score own+knn@efficientnet-lite0 \
+	--evaluate mnist,fashion-mnist,textures,outliers:wallpapers.zip\#palapeli-data+ukui-wallpapers+sway-backgrounds+xfdesktop4-data
+
+models-posthoc: $(VENV)/.installed-dev ## wrap the photo model into its post-hoc v3 files (fp32, int8) with their cards
+	$(PHOTO_V3) --out models/cifar10-photo-v3.onnx
+	$(PHOTO_V3) --quantize int8 --out models/cifar10-photo-v3-int8.onnx
 
 serve: $(VENV)/.installed-serve ## start the service on 127.0.0.1:8000 with the bundled models (see docs/service.md)
 	$(PY) -m service

@@ -17,6 +17,7 @@ Refusals are one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from ..data import datasets
 from ..export.exporter import RESIZE_MODES, export_checkpoint
 from ..nets import pretrained
 from ..run import checkpoint
-from . import choice, graph, images, sources, wrap
+from . import card, choice, graph, images, sources, wrap
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     except REFUSED as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    print(summary(result, args.out, time.perf_counter() - t))
+    seconds = time.perf_counter() - t
+    command = "python -m training.posthoc " + shlex.join(argv if argv is not None else sys.argv[1:])
+    args.out.with_suffix(".md").write_text(card.markdown(result.meta, command, seconds))
+    print(summary(result, args.out, seconds))
     return 0
 
 
@@ -227,5 +231,7 @@ def summary(result: wrap.Result, out: Path, seconds: float) -> str:
     if ev.test_accuracy is not None:
         lines.append(f"{ev.test_split}: accuracy {ev.test_accuracy:.4f}, rejected {ev.id_reject_rate:.2%}")
     lines += [f"  {name:<28} AUROC {r.auroc:.4f}  accepted {r.accepted:.2%}" for name, r in ev.ood.items()]
-    lines.append(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
+    lines.append(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card {out.with_suffix('.md').name} in {seconds:.0f} s"
+    )
     return "\n".join(lines)

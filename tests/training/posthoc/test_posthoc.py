@@ -108,6 +108,9 @@ def wrapped(tmp_path_factory, classifier, folder, classes_file) -> Path:
     done = posthoc(*their_args(classifier, folder, classes_file, out, "--score", "knn"))
     assert done.returncode == 0, done.stderr
     assert "held-out reject rate" in done.stdout
+    card = out.with_suffix(".md").read_text()  # the card beside the file, read from its metadata
+    assert "| score `knn` on `own` | k 50, bank 750, dim 32, bank_dtype float16 |" in card
+    assert "python -m training.posthoc " in card and str(out.parent) not in card.split("## Reproduce")[0]
     return out
 
 

@@ -1,0 +1,117 @@
+"""Every post-hoc score on one classifier, OpenOOD style: AUROC / FPR@95 / accepted at the threshold per OOD set,
+and the in-distribution test images rejected at that threshold.
+
+    python bench/posthoc_table.py models/cifar10-acet-oe-fastnet.onnx --data-root ../shared/data \\
+        --pretrained efficientnet-lite0 --out docs/results/posthoc.md
+
+The classifier and the feature network run once through onnxruntime (``training.posthoc``'s extractor graph); each
+score is then computed by its numpy reference, which equals the score's subgraph in a written file within 1e-4
+(``tests/training/posthoc``). Fit, threshold (calibration part, TPR 0.95) and test split are ``training.posthoc``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from modelfile import ClassifierInput, FeatureSource, metadata_from_props
+from training.evaluation import ood_metrics, ood_sets
+from training.nets import pretrained
+from training.posthoc import choice, graph, images, sources, wrap
+
+UNSEEN = "outliers:wallpapers.zip#palapeli-data+ukui-wallpapers+sway-backgrounds+xfdesktop4-data"
+SETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "textures": "textures", "unseen wallpapers": UNSEEN}
+
+
+def extract(path: Path, nets: list[str], data_root: str, seed: int):
+    model = onnx.load(str(path))
+    meta = metadata_from_props({p.key: p.value for p in model.metadata_props})
+    shape = (meta.input.channels, meta.input.height, meta.input.width)
+    branches = []
+    for name in nets:
+        module, spec = pretrained.load(name)
+        source = FeatureSource(name=spec.name, dim=spec.feature_dim, input_size=spec.input_size, weights=spec.weights)
+        branches.append(sources.branch(module, source, shape))
+    clf = graph.classifier(model)
+    w = sources.Wrapped(clf, sources.preprocess(ClassifierInput(mean=[0.0] * 3, std=[1.0] * 3), shape), shape, branches)
+    data = images.load("cifar10", meta.input, meta.classes, data_root=data_root, seed=seed, tpr=0.95)
+    session, names = wrap._session(w.extractor()), list(w.tensors)
+    run = lambda x, what: sources.run(session, x, names, desc=what)
+    arrays = {p: run(getattr(data, p).x, p) for p in ("fit", "reference", "calibration")}
+    arrays["test"] = run(data.test.x, "test")
+    inshape = ood_sets.InputShape(*shape)
+    for label, name in SETS.items():
+        x = ood_sets.build(name, inshape, id_images=data.test.x, data_root=data_root, n=2000, seed=seed)[name]
+        arrays[label] = run(x, label)
+    return clf, data, names, arrays
+
+
+def table(path: Path, nets: list[str], data_root: str, seed: int) -> list[str]:
+    clf, data, names, arrays = extract(path, nets, data_root, seed)
+    fitted = choice.Fitted(arrays["fit"], data.fit.y.numpy(), clf.head)
+    pool = choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None)
+    pool += [choice.Candidate.parse(f"own+knn@{n}") for n in nets]
+    head = "| score | " + " | ".join(SETS) + " | mean AUROC | ID test rejected |"
+    rows = [head, "|---" * (len(SETS) + 3) + "|"]
+    for cand in pool:
+        s = lambda part, cand=cand: fitted.candidate_scores(cand, arrays[part], arrays["reference"])
+        cal = s("calibration") if len(cand.components) > 1 else np.concatenate([s("reference"), s("calibration")])
+        threshold = float(np.quantile(cal, 0.95, method="higher"))
+        test = s("test")
+        cells, aurocs = [], []
+        for label in SETS:
+            ood = s(label)
+            auroc = ood_metrics.auroc(-test, -ood)
+            aurocs.append(auroc)
+            fpr = ood_metrics.fpr_at_tpr(-test, -ood, 0.95)
+            cells.append(f"{auroc:.4f} / {fpr:.3f} / {(ood <= threshold).mean():.1%}")
+        rows.append(
+            f"| {cand.label} | " + " | ".join(cells) + f" | {np.mean(aurocs):.4f} | {(test > threshold).mean():.2%} |"
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("classifier", type=Path)
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--pretrained", action="append", default=[])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    t = time.perf_counter()
+    rows = table(args.classifier, args.pretrained, args.data_root, args.seed)
+    minutes = (time.perf_counter() - t) / 60
+    text = "\n".join(
+        [
+            f"# Post-hoc scores on `{args.classifier.name}`",
+            "",
+            "Each cell: AUROC / FPR at 95 % TPR / share accepted at the score's own threshold (set at TPR 0.95 on the",
+            "calibration part of the CIFAR-10 validation split); in-distribution = the CIFAR-10 test split (10,000",
+            "images); each OOD set 2,000 images. Scores on `own` read the classifier's penultimate features, `@NET` a",
+            "pretrained network's run on the same 32 px image upsampled; `own` alone is the file's own score; `a+b`:",
+            "Fisher's method over their p-values.",
+            "",
+            *rows,
+            "",
+            f"    python bench/posthoc_table.py {args.classifier} --data-root {args.data_root} "
+            + " ".join(f"--pretrained {n}" for n in args.pretrained)
+            + f" --seed {args.seed}",
+            "",
+            f"{minutes:.1f} min on this machine (2 cores, AVX2), seed {args.seed}.",
+            "",
+        ]
+    )
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
