@@ -33,7 +33,7 @@ from ..evaluation import ood_sets
 from ..export import domain_guard
 from ..export.exporter import evaluate_on_test
 from ..export.quantize import CALIBRATION_IMAGES, to_int8
-from . import choice, graph, images, parts, sources
+from . import attack, choice, graph, images, parts, sources
 
 NOISE_SET = "procedural noise"
 
@@ -95,7 +95,11 @@ def wrap(req: Request) -> Result:
     head = parts.Head(components, sorted({c.source for c in components} - {sources.LOGITS}))
     dims = {n: (a.shape[1] if a.ndim == 2 else 1) for n, a in arrays["fit"].items()}
     _write_graph(sources.served(extractor, head, dims), req.out)
-    return _calibrate_and_describe(req, w, data, picked, components, means, base, spec, classes, dims)
+    surrogate = None
+    if attack.ADV_SET in req.evaluate:
+        scale = attack.scale_of([fitted.component_scores(c, arrays["calibration"]) for c in picked.components])
+        surrogate = attack.Surrogate(extractor, names, components, scale)
+    return _calibrate_and_describe(req, w, data, picked, components, means, base, spec, classes, dims, surrogate)
 
 
 PARTS = ("fit", "reference", "calibration")
@@ -115,7 +119,7 @@ def _extractor(w: sources.Wrapped, data: images.Parts, req: Request) -> onnx.Mod
         return onnx.load(str(path))
 
 
-def _calibrate_and_describe(req, w, data, picked, components, means, base, spec, classes, dims) -> Result:
+def _calibrate_and_describe(req, w, data, picked, components, means, base, spec, classes, dims, surrogate) -> Result:
     sess = open_session(req.out)
     single = len(picked.components) == 1
     cal_x = torch.cat([data.reference.x, data.calibration.x]) if single else data.calibration.x
@@ -124,12 +128,13 @@ def _calibrate_and_describe(req, w, data, picked, components, means, base, spec,
     held = sources.run(sess, data.held_out.x, [OUTPUT_NAMES[1]])[OUTPUT_NAMES[1]]
     held_rate = calibration.rejected_share(held)
     test = data.test if data.test is not None else data.held_out
-    sets = ood_sets.build if req.evaluate else None
+    shape = ood_sets.InputShape(*w.shape)
     ood = {}
     for name in req.evaluate:
-        ood |= sets(
-            name, ood_sets.InputShape(*w.shape), id_images=test.x, data_root=req.data_root, n=2000, seed=req.seed
-        )
+        if name == attack.ADV_SET:
+            ood[name] = attack.adversarial_noise(surrogate, test.x, shape, req.seed)
+        else:
+            ood |= ood_sets.build(name, shape, id_images=test.x, data_root=req.data_root, n=2000, seed=req.seed)
     evaluation = evaluate_on_test(sess, test, calibration, ood)
     test_name = (
         f"{base.dataset} test ({len(test)} images)"

@@ -22,7 +22,8 @@ from torch import nn
 
 from modelfile import ClassifierInput, read_metadata
 from training.data.datasets import mnist5k_arrays
-from training.posthoc import choice, cli, graph, parts, scores, sources
+from training.evaluation import ood_sets
+from training.posthoc import attack, choice, cli, graph, parts, scores, sources
 
 MEAN, STD = 33.3, 78.6  # the digits' pixel mean and std in 0-255 units: the classifier's own convention
 N_IMAGES = 1500  # enough for a calibration part and a held-out part of >= 200 images at TPR 0.95
@@ -105,7 +106,9 @@ def their_args(classifier: Path, folder: Path, classes: Path, out: Path, *extra:
 @pytest.fixture(scope="module")
 def wrapped(tmp_path_factory, classifier, folder, classes_file) -> Path:
     out = tmp_path_factory.mktemp("wrapped") / "digits-knn.onnx"
-    done = posthoc(*their_args(classifier, folder, classes_file, out, "--score", "knn"))
+    done = posthoc(
+        *their_args(classifier, folder, classes_file, out, "--score", "knn", "--evaluate", "uniform,adv-noise")
+    )
     assert done.returncode == 0, done.stderr
     assert "held-out reject rate" in done.stdout
     card = out.with_suffix(".md").read_text()  # the card beside the file, read from its metadata
@@ -126,6 +129,33 @@ def test_the_wrapped_file_is_an_oodserve_file_with_its_fit_recorded(wrapped, cla
     # the threshold keeps its promise on images the calibration never saw (300 held out: 5 % +- 2.6 %)
     assert ph.held_out_images == 225 and abs(ph.held_out_reject_rate - 0.05) < 0.05
     assert meta.evaluation.test_accuracy > 0.8  # the classifier's convention applied in the graph
+    assert set(meta.evaluation.ood) == {"uniform", "adv-noise"}
+
+
+def test_the_attack_moves_noise_to_a_lower_score_of_the_served_graph(classifier, digits):
+    x = (digits[0][:600].reshape(-1, 1, 28, 28) / 255).astype(np.float32)
+    clf, extractor, arrays = _their_arrays(classifier, x)
+    fitted = choice.Fitted(arrays, digits[1][:600], clf.head)
+    cand = choice.Candidate.parse("energy+knn")
+    components = fitted.components(cand, arrays)
+    scale = attack.scale_of([fitted.component_scores(c, arrays) for c in cand.components])
+    surrogate = attack.Surrogate(extractor, list(arrays), components, scale)
+    moved = attack.adversarial_noise(surrogate, torch.from_numpy(digits[0][:600]).reshape(-1, 1, 28, 28), _SHAPE, 0)
+    head = parts.Head(components, ["own"])
+    dims = {k: v.shape[1] for k, v in arrays.items()}
+    served = ort.InferenceSession(sources.served(extractor, head, dims).SerializeToString())
+    starts = torch.cat(
+        [
+            ood_sets.noise_set(n, _SHAPE, torch.from_numpy(digits[0][:600]).reshape(-1, 1, 28, 28), 100, 0)
+            for n in ("uniform", "permuted")
+        ]
+    )
+    before, after = (served.run(["ood_score"], {"images": v.numpy()})[0] for v in (starts, moved))
+    assert moved.shape == starts.shape and (moved - starts).abs().max() <= attack.EPS + 1e-6
+    assert np.median(after) < np.median(before)  # the file's own (Fisher) score, lowered through its graph
+
+
+_SHAPE = ood_sets.InputShape(1, 28, 28)
 
 
 def test_the_file_computes_the_numpy_reference_of_its_score(wrapped, classifier, digits):
