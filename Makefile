@@ -46,7 +46,7 @@ models: $(VENV)/.installed-dev ## retrain and export the bundled models (DATA_RO
 # combined by Fisher's method (docs/results/posthoc.md has every score this was chosen among), fp32 and int8.
 PHOTO_V3 := $(PY) -m training.posthoc models/cifar10-acet-oe-fastnet.onnx --images cifar10 --data-root $(DATA_ROOT) \
 	--pretrained efficientnet-lite0 --score own+knn@efficientnet-lite0 \
-	--evaluate mnist,fashion-mnist,textures,outliers:wallpapers.zip\#palapeli-data+ukui-wallpapers+sway-backgrounds+xfdesktop4-data
+	--evaluate mnist,fashion-mnist,textures,outliers:wallpapers.zip\#palapeli-data+ukui-wallpapers+sway-backgrounds+xfdesktop4-data,adv-noise
 
 models-posthoc: $(VENV)/.installed-dev ## wrap the photo model into its post-hoc v3 files (fp32, int8) with their cards
 	$(PHOTO_V3) --out models/cifar10-photo-v3.onnx

@@ -179,3 +179,29 @@ def _renamed(nodes, rename: dict[str, str]) -> list[onnx.NodeProto]:
         node.input[:] = [rename.get(t, t) for t in node.input]
         node.output[:] = [rename.get(t, t) for t in node.output]
     return list(nodes)
+
+
+def float32_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with weights stored as float16 behind a ``Cast`` (``training.export --fp16-weights``) stored as
+    float32 again: the quantizer quantizes initialisers, not the outputs of Casts."""
+    inits = {i.name: i for i in model.graph.initializer}
+    casts = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Cast" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT16
+    ]
+    if not casts:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    halves = {n.input[0] for n in casts}
+    kept = [i for i in out.graph.initializer if i.name not in halves]
+    kept += [
+        numpy_helper.from_array(numpy_helper.to_array(inits[n.input[0]]).astype(np.float32), n.output[0]) for n in casts
+    ]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    nodes = [n for n in out.graph.node if not (n.op_type == "Cast" and n.input[0] in halves)]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out

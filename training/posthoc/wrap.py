@@ -112,7 +112,7 @@ def _extractor(w: sources.Wrapped, data: images.Parts, req: Request) -> onnx.Mod
         return extractor
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "extractor.onnx"
-        onnx.save(extractor, str(path))
+        onnx.save(graph.float32_weights(extractor), str(path))
         pick = np.sort(np.random.default_rng([req.seed, 8]).permutation(len(data.fit))[:CALIBRATION_IMAGES])
         bodies = tuple(n for n in w.tensors if n != sources.OWN_SCORE)
         to_int8(path, datasets.as_float(data.fit.x[pick]).numpy(), bodies)
