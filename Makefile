@@ -42,10 +42,10 @@ models: $(VENV)/.installed-dev ## retrain and export the bundled models (DATA_RO
 	$(PY) -m training.bundled --data-root $(DATA_ROOT) --out models
 	$(MAKE) models-posthoc
 
-# The photo model's third version: the bundled classifier unchanged, its own score and EfficientNet-Lite0's KNN score
-# combined by Fisher's method (docs/results/posthoc.md has every score this was chosen among), fp32 and int8.
+# The photo model's third version: the bundled classifier unchanged; its energy score and the Mahalanobis distance of
+# EfficientNet-Lite0's normalised features combined by Fisher's method (the best of docs/results/posthoc.md's table).
 PHOTO_V3 := $(PY) -m training.posthoc models/cifar10-acet-oe-fastnet.onnx --images cifar10 --data-root $(DATA_ROOT) \
-	--pretrained efficientnet-lite0 --score own+knn@efficientnet-lite0 \
+	--pretrained efficientnet-lite0 --score energy+mahalanobis-normed@efficientnet-lite0 \
 	--evaluate mnist,fashion-mnist,textures,outliers:wallpapers.zip\#palapeli-data+ukui-wallpapers+sway-backgrounds+xfdesktop4-data,adv-noise
 
 models-posthoc: $(VENV)/.installed-dev ## wrap the photo model into its post-hoc v3 files (fp32, int8) with their cards

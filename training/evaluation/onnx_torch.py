@@ -1,7 +1,8 @@
 """An ONNX graph run by torch, node by node, so that gradients flow through it: an attack can then move an image
 against the very graph a file serves (its guard, its classifier, a pretrained branch), not against a torch model
 that is supposed to equal it. Covers the operators oodserve's exporters and common CNN exports use; an unknown one
-is refused by name. Float arithmetic follows onnxruntime's to about 1e-5 (the test compares them).
+is refused by name. Float arithmetic follows onnxruntime's to about 1e-5 (the test compares them); int8 files
+(QuantizeLinear/DequantizeLinear) run in float with onnxruntime's rounding.
 """
 
 from __future__ import annotations
@@ -77,7 +78,27 @@ def _slice(x, starts, ends, axes=None, steps=None, **_):
     return x[tuple(index)]
 
 
+def _per_axis(v: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    return v if v.dim() == 0 else v.reshape([-1 if i == axis % x.dim() else 1 for i in range(x.dim())])
+
+
+def _quantize(x, scale, zero=None, *, axis=1, **_):
+    """Rounded as onnxruntime rounds, with the gradient passed straight through the rounding (BPDA): an attack
+    on an int8 file then steers by the float network the int8 one approximates."""
+    zero = torch.zeros((), dtype=torch.uint8) if zero is None else zero
+    lo, hi = (0, 255) if zero.dtype == torch.uint8 else (-128, 127)
+    q = x / _per_axis(scale, x, axis) + _per_axis(zero.float(), x, axis)
+    return (q + (torch.round(q) - q).detach()).clamp(lo, hi)
+
+
+def _dequantize(q, scale, zero=None, *, axis=1, **_):
+    zero = torch.zeros(()) if zero is None else zero.float()
+    return (q.float() - _per_axis(zero, q, axis)) * _per_axis(scale, q, axis)
+
+
 OPS = {
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _dequantize,
     "Add": lambda a, b, **_: a + b,
     "Sub": lambda a, b, **_: a - b,
     "Mul": lambda a, b, **_: a * b,

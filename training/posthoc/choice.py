@@ -46,7 +46,7 @@ def candidates(available: set[str], has_head: bool) -> list[Candidate]:
     """Every single component the classifier and the sources allow."""
     out = [Candidate(((s, LOGITS),)) for s in ("msp", "max-logit", "energy", "gen")]
     if OWN in available:
-        out += [Candidate(((s, OWN),)) for s in ("mahalanobis", "knn")]
+        out += [Candidate(((s, OWN),)) for s in ("mahalanobis", "mahalanobis-normed", "knn")]
         out += [Candidate(((s, OWN),)) for s in ("react", "vim") if has_head]
     if OWN_SCORE in available:
         out.append(Candidate((("own", OWN_SCORE),)))

@@ -5,7 +5,8 @@ A score reads ``logits`` and/or one feature space (``Inputs``); ``fit`` keeps wh
 reports sizes and scalars for the metadata (``fitted``). The references follow the papers as OpenOOD v1.5
 implements them: MSP (Hendrycks & Gimpel 2017), max-logit (Hendrycks et al. 2022), energy (Liu et al. 2020), GEN
 (Liu et al. 2023, gamma 0.1), ReAct + energy (Sun et al. 2021, clip at the fit features' 90th percentile),
-Mahalanobis (Lee et al. 2018: class means, one shared covariance), ViM (Wang et al. 2022), KNN (Sun et al. 2022:
+Mahalanobis (Lee et al. 2018: class means, one shared covariance; and on normalised features, Mueller & Hein
+2025), ViM (Wang et al. 2022), KNN (Sun et al. 2022:
 cosine, k-th neighbour).
 """
 
@@ -199,6 +200,38 @@ class Mahalanobis(Score):
         return _Mahalanobis(self.means.mean(0), self.whiten, self.means)
 
 
+class _Normed(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, logits, features):
+        return self.inner(logits, features / features.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def _unit(f: np.ndarray) -> np.ndarray:
+    f = f.astype(np.float64)
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+class MahalanobisNormed(Mahalanobis):
+    """Mahalanobis on L2-normalised features (Mueller & Hein 2025, "Mahalanobis++"): the features' norm varies far
+    more than a Gaussian's would and swamps the distance. Measured here on the photo model's own features (mean
+    AUROC 0.28 -> 0.93 over MNIST, Fashion-MNIST, textures, unseen wallpapers) and on EfficientNet-Lite0's
+    (0.72 -> 0.988, above KNN's 0.985): docs/results/posthoc.md."""
+
+    name = "mahalanobis-normed"
+
+    def fit(self, data):
+        super().fit(Inputs(data.logits, _unit(data.features), data.labels, data.head))
+
+    def numpy(self, data):
+        return super().numpy(Inputs(data.logits, _unit(data.features)))
+
+    def module(self):
+        return _Normed(super().module())
+
+
 class _ViM(nn.Module):
     def __init__(self, origin: np.ndarray, null: np.ndarray, alpha: float):
         super().__init__()
@@ -295,5 +328,11 @@ class Own(Score):
         return _Identity()
 
 
-SCORES: dict[str, type[Score]] = {s.name: s for s in (MSP, MaxLogit, Energy, GEN, ReAct, Mahalanobis, ViM, KNN, Own)}
-FEATURE_ONLY = ("mahalanobis", "knn")  # the scores any feature network's features allow (no head needed)
+SCORES: dict[str, type[Score]] = {
+    s.name: s for s in (MSP, MaxLogit, Energy, GEN, ReAct, Mahalanobis, MahalanobisNormed, ViM, KNN, Own)
+}
+FEATURE_ONLY = (
+    "mahalanobis",
+    "mahalanobis-normed",
+    "knn",
+)  # the scores any feature network's features allow (no head needed)

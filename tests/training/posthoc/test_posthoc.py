@@ -259,7 +259,17 @@ def test_auto_measures_every_candidate_and_keeps_the_best(classifier, folder, cl
     done = posthoc(*their_args(classifier, folder, classes_file, out, "--score", "auto"))
     assert done.returncode == 0, done.stderr
     ph = read_metadata(out).posthoc
-    assert set(ph.choice) == {"msp", "max-logit", "energy", "gen", "mahalanobis", "knn", "react", "vim"}
+    assert set(ph.choice) == {
+        "msp",
+        "max-logit",
+        "energy",
+        "gen",
+        "mahalanobis",
+        "mahalanobis-normed",
+        "knn",
+        "react",
+        "vim",
+    }
     assert ph.choice_set == "procedural noise"
     best = max(ph.choice, key=ph.choice.get)
     assert [s.score for s in ph.scores] == [best]
