@@ -92,7 +92,7 @@ def classes_file(tmp_path_factory) -> Path:
 
 def posthoc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training.posthoc", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "training.posthoc", *args], capture_output=True, text=True, timeout=900
     )
 
 
