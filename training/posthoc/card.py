@@ -38,6 +38,23 @@ def markdown(meta: ModelMetadata, command: str, seconds: float) -> str:
     ]
     if ev.test_accuracy is not None:
         lines.append(f"| test accuracy | {ev.test_accuracy:.4f} on {ev.test_split}; rejected {ev.id_reject_rate:.2%} |")
+    base = meta.method.removesuffix("+posthoc")
+    nets = [f"`{x.name}` ({x.weights}) was trained elsewhere and is used frozen" for x in ph.sources if x.name != "own"]
+    lines += [
+        "",
+        "## What saw what",
+        "",
+        f"- The classifier: trained by `{base}` on `{meta.dataset}` before it was wrapped; unchanged here."
+        + (f" {'; '.join(nets)}." if nets else ""),
+        f"- The scores were fitted on {ph.fit_images} in-distribution images"
+        + (f"; their p-value tables on {ph.reference_images} others" if ph.reference_images else "")
+        + f"; the threshold on {meta.calibration.n} more ({meta.calibration.split}); {ph.held_out_images} were held "
+        "out of all three.",
+        "- The OOD sets below were never used to fit, choose or calibrate anything"
+        + (f" (the choice saw {ph.choice_set})." if ph.choice_set else "."),
+        "- `adv-noise`, where reported: uniform and pixel-permuted noise moved by PGD within L-inf 0.3 through this "
+        "file's own graph (training.posthoc.attack).",
+    ]
     lines += ["", "## OOD detection (in-distribution test images = positive class)", ""]
     lines += ["| OOD set | AUROC | FPR@95%TPR | accepted at the stored threshold |", "|---|---|---|---|"]
     lines += [f"| {n} | {r.auroc:.4f} | {r.fpr_at_95_tpr:.4f} | {r.accepted:.2%} |" for n, r in ev.ood.items()]
