@@ -26,18 +26,24 @@ from training.posthoc import choice, parts, sources
 BATCH, REPEATS = 64, 20
 
 
-def per_image_ms(model_bytes: bytes, x: np.ndarray) -> float:
+def session(model_bytes: bytes) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    for _ in range(3):
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def per_image_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray) -> dict[str, float]:
+    """Each session's median batch time, the sessions taking turns batch by batch, so that a change of the CPU's
+    clock or a neighbour's load falls on all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for sess in sessions.values():
         sess.run(None, {"images": x})
-    times = []
     for _ in range(REPEATS):
-        t = time.perf_counter()
-        sess.run(None, {"images": x})
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) / len(x) * 1e3
+        for k, sess in sessions.items():
+            t = time.perf_counter()
+            sess.run(None, {"images": x})
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) / len(x) * 1e3 for k, v in times.items()}
 
 
 def main() -> None:
@@ -48,19 +54,19 @@ def main() -> None:
     args = p.parse_args()
     clf, data, names, arrays = posthoc_table.extract(args.classifier, [], args.data_root, 0)
     x = (data.test.x[:BATCH].float() / 255).numpy()
-    base = per_image_ms(args.classifier.read_bytes(), x)
-    rows = [f"| `{args.classifier.name}` (the classifier alone) | {base:.3f} | 1.00 |"]
     fitted = choice.Fitted(arrays["fit"], data.fit.y.numpy(), clf.head)
     w = sources.Wrapped(clf, sources.preprocess(posthoc_table.IDENTITY, (3, 32, 32)), (3, 32, 32))
     extractor = w.extractor()
     dims = {k: (v.shape[1] if v.ndim == 2 else 1) for k, v in arrays["fit"].items()}
+    sessions = {"classifier": session(args.classifier.read_bytes())}
     for cand in choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None):
         head = parts.Head(fitted.components(cand, arrays["reference"]), sorted({cand.components[0][1]} - {"logits"}))
-        ms = per_image_ms(sources.served(extractor, head, dims).SerializeToString(), x)
-        rows.append(f"| score `{cand.label}` | {ms:.3f} | {ms / base:.2f} (score: {(ms - base) / base:+.1%}) |")
-    for path in args.compare:
-        ms = per_image_ms(path.read_bytes(), x)
-        rows.append(f"| `{path.name}` | {ms:.3f} | {ms / base:.2f} |")
+        sessions[f"score `{cand.label}`"] = session(sources.served(extractor, head, dims).SerializeToString())
+    sessions |= {f"`{p.name}`": session(p.read_bytes()) for p in args.compare}
+    ms = per_image_ms(sessions, x)
+    base = ms.pop("classifier")
+    rows = [f"| `{args.classifier.name}` (the classifier alone) | {base:.3f} | 1.00 |"]
+    rows += [f"| {k} | {v:.3f} | {v / base:.2f} |" for k, v in ms.items()]
     print("| file | ms per image (one core) | vs the classifier |\n|---|---|---|")
     print("\n".join(rows))
 
