@@ -67,7 +67,8 @@ def table(path: Path, nets: list[str], data_root: str, seed: int) -> list[str]:
     pool = choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None)
     outliers = {k: arrays[k] for k in (SEEN, CHOICE_NOISE)}
     picked, _ = choice.auto(fitted, pool, arrays["calibration"], outliers, arrays["reference"])
-    pool += [c for c in [choice.Candidate.parse(f"own+knn@{n}") for n in nets] if c not in pool]
+    pairs = [choice.Candidate.parse(f"{a}@{n}") for n in nets for a in ("own+knn", "energy+mahalanobis-normed")]
+    pool += [c for c in pairs if c not in pool]
     pool += [picked] if picked not in pool else []
     rows = ["| score | " + " | ".join(SETS) + " | mean AUROC | ID test rejected |", "|---" * (len(SETS) + 3) + "|"]
     means = {}
