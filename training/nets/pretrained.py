@@ -135,6 +135,20 @@ def _torchvision(name: str, weights: Path | None) -> tuple[nn.Module, str]:
     return net, weights.name
 
 
+def classifier(name: str, weights: str | Path) -> nn.Module:
+    """A torchvision classifier with its own head, e.g. one fine-tuned on your classes: their number is read from
+    the weights file (the last 2-D weight), so a state_dict of any head size loads."""
+    import torchvision
+
+    if name not in TORCHVISION:
+        raise ValueError(f"unknown torchvision classifier {name!r}; known: {', '.join(TORCHVISION)}")
+    state = _state_dict(Path(weights))
+    classes = [v for v in state.values() if v.dim() == 2][-1].shape[0]
+    net = torchvision.models.get_model(name, weights=None, num_classes=classes)
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
 def load(
     name: str, weights: str | Path | None = None, input_size: int | None = None
 ) -> tuple[nn.Module, PretrainedSpec]:

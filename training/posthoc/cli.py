@@ -8,8 +8,10 @@
     python -m training.posthoc their.onnx --images photos/ --classes classes.txt --size 224 \\
         --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --score energy --out theirs-oodserve.onnx
 
-    # an oodserve training checkpoint: exported first, then as above
+    # an oodserve training checkpoint, or a torchvision classifier's weights file: exported first, then as above
     python -m training.posthoc --checkpoint runs/plain/last.pt --images cifar10 --out plain-knn.onnx --score knn
+    python -m training.posthoc --torchvision resnet18=mine.pth --size 224 --images photos/ --classes classes.txt \
+        --out mine.onnx
 
 Refusals are one line on stderr with exit status 2.
 """
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import onnx
+import torch
 
 from modelfile import ClassifierInput, FeatureSource, InputSpec, InvalidModelFile, metadata_from_props
 from modelfile.imagefolder import RefusedImages
@@ -32,7 +35,7 @@ from ..data import datasets
 from ..export.exporter import RESIZE_MODES, export_checkpoint
 from ..nets import pretrained
 from ..run import checkpoint
-from . import card, choice, graph, images, sources, wrap
+from . import card, choice, graph, images, parts, sources, wrap
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("classifier", nargs="?", type=Path, help="the classifier's ONNX file (or use --checkpoint)")
     p.add_argument("--checkpoint", type=Path, help="an oodserve training checkpoint, exported first")
+    p.add_argument(
+        "--torchvision",
+        metavar="NAME=WEIGHTS",
+        help="a torchvision classifier from its weights file (a state_dict; e.g. fine-tuned on your classes), "
+        "exported first at --size; --mean/--std default to ImageNet's",
+    )
     p.add_argument("--out", type=Path, required=True, help="the model file to write")
     p.add_argument("--images", required=True, help="in-distribution images: a folder DIR/<class>/* or a data set name")
     p.add_argument("--data-root", default="data", help="where named data sets and relative --outliers live")
@@ -192,8 +201,8 @@ REFUSED = (
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if (args.classifier is None) == (args.checkpoint is None):
-        print("error: give a classifier file or --checkpoint (one of them)", file=sys.stderr)
+    if sum(x is not None for x in (args.classifier, args.checkpoint, args.torchvision)) != 1:
+        print("error: give one of a classifier file, --checkpoint or --torchvision", file=sys.stderr)
         return 2
     t = time.perf_counter()
     try:
@@ -202,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.checkpoint is not None:
                 classifier = Path(tmp) / (args.checkpoint.parent.name + ".onnx")
                 export_checkpoint(args.checkpoint, classifier, data_root=args.data_root, seed=args.seed)
+            elif args.torchvision is not None:
+                classifier = _export_torchvision(args, Path(tmp))
             elif not classifier.is_file():
                 raise ValueError(f"{classifier.name}: no such file")
             result = wrap.wrap(request(args, classifier))
@@ -213,6 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(card.markdown(result.meta, command, seconds))
     print(summary(result, args.out, seconds))
     return 0
+
+
+def _export_torchvision(args, tmp: Path) -> Path:
+    """The network exported as it is (its input: normalised pixels at --size), then wrapped like any ONNX file."""
+    name, _, weights = args.torchvision.partition("=")
+    if not weights:
+        raise ValueError(f"--torchvision {name}: give its weights file as NAME=FILE")
+    if args.size is None:
+        raise ValueError("--torchvision needs --size (the size the classifier was trained at)")
+    h, _, w = args.size.partition("x")
+    net = pretrained.classifier(name, weights)
+    if (args.mean, args.std) == ("0", "1"):
+        args.mean, args.std = ",".join(map(str, pretrained.IMAGENET_MEAN)), ",".join(map(str, pretrained.IMAGENET_STD))
+    out = tmp / f"{Path(weights).stem}.onnx"
+    example = (torch.rand(2, 3, int(h), int(w or h)),)
+    onnx.save(parts.to_onnx(net, example, ["input"], ["logits"]), str(out))
+    return out
 
 
 def summary(result: wrap.Result, out: Path, seconds: float) -> str:

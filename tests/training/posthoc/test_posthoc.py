@@ -357,3 +357,34 @@ def test_a_bank_above_its_bound_is_refused():
 
 def test_cli_refuses_one_of_file_or_checkpoint(tmp_path):
     assert cli.main(["--images", "x", "--out", str(tmp_path / "o.onnx")]) == 2
+
+
+def test_a_torchvision_classifier_from_its_weights_file_is_exported_and_wrapped(tmp_path):
+    """resnet18 with a 3-class head (weights the test writes, as a fine-tune would), on 400 RGB crops of three
+    scikit-image photos; ImageNet's mean and std applied in the graph."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    weights = tmp_path / "resnet18-3-classes.pth"
+    torch.save(net.state_dict(), weights)
+    folder = tmp_path / "photos"
+    crops = ood_sets.photo_crops(ood_sets.InputShape(3, 32, 32), 400, seed=0)
+    for i, crop in enumerate(crops):
+        (folder / "abc"[i % 3]).mkdir(parents=True, exist_ok=True)
+        pixels = (crop.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(folder / "abc"[i % 3] / f"{i}.png")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\nc\n")
+    out = tmp_path / "resnet.onnx"
+    args = ["--torchvision", f"resnet18={weights}", "--images", str(folder), "--classes", str(classes)]
+    done = posthoc(*args, "--size", "32", "--score", "energy", "--tpr", "0.8", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    meta = read_metadata(out)
+    assert meta.posthoc.classifier == "resnet18-3-classes.onnx" and meta.classes == ["a", "b", "c"]
+    assert meta.posthoc.classifier_input.mean == pytest.approx([0.485, 0.456, 0.406])
+    x = crops[:4].numpy()
+    mean, std = np.array([0.485, 0.456, 0.406])[:, None, None], np.array([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        want = net(torch.from_numpy(((x - mean) / std).astype(np.float32))).numpy()
+    assert np.allclose(ort.InferenceSession(str(out)).run(["logits"], {"images": x})[0], want, atol=1e-4)
