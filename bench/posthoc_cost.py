@@ -60,7 +60,7 @@ def main() -> None:
     dims = {k: (v.shape[1] if v.ndim == 2 else 1) for k, v in arrays["fit"].items()}
     sessions = {"classifier": session(args.classifier.read_bytes())}
     for cand in choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None):
-        head = parts.Head(fitted.components(cand, arrays["reference"]), sorted({cand.components[0][1]} - {"logits"}))
+        head = parts.Head(fitted.components(cand, arrays["reference"]))
         sessions[f"score `{cand.label}`"] = session(sources.served(extractor, head, dims).SerializeToString())
     sessions |= {f"`{p.name}`": session(p.read_bytes()) for p in args.compare}
     ms = per_image_ms(sessions, x)

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
 from modelfile import ClassifierInput, FeatureSource, metadata_from_props
-from training.data import datasets
-from training.data.noise import FAMILIES, noise_batch
 from training.evaluation import ood_metrics, ood_sets
 from training.nets import pretrained
 from training.posthoc import choice, graph, images, sources, wrap
@@ -45,7 +42,7 @@ def extract(path: Path, nets: list[str], data_root: str, seed: int):
     clf = graph.classifier(model)
     w = sources.Wrapped(clf, sources.preprocess(IDENTITY, shape), shape, branches)
     data = images.load("cifar10", meta.input, meta.classes, data_root=data_root, seed=seed, tpr=0.95)
-    session, names = wrap._session(w.extractor()), list(w.tensors)
+    session, names = wrap.in_memory_session(w.extractor()), list(w.tensors)
     run = lambda x, what: sources.run(session, x, names, desc=what)
     arrays = {p: run(getattr(data, p).x, p) for p in ("fit", "reference", "calibration")}
     arrays["test"] = run(data.test.x, "test")
@@ -53,11 +50,9 @@ def extract(path: Path, nets: list[str], data_root: str, seed: int):
     for label, name in SETS.items():
         x = ood_sets.build(name, inshape, id_images=data.test.x, data_root=data_root, n=2000, seed=seed)[name]
         arrays[label] = run(x, label)
-    g = torch.Generator().manual_seed(seed)  # what `--score auto` chooses against, as training.posthoc draws it
-    noise = datasets.as_float(data.calibration.x)
-    arrays[CHOICE_NOISE] = run(noise_batch(noise, 2000, g, FAMILIES), CHOICE_NOISE)
-    x = ood_sets.outlier_crops(ood_sets.OUTLIERS + SEEN, inshape, 2000, seed, data_root)
-    arrays[SEEN] = run(x, "seen wallpapers")
+    # what `--score auto` chooses against, drawn as training.posthoc draws it
+    for label, x in wrap.choice_images([SEEN], shape, data.calibration.x, seed, data_root).items():
+        arrays[label] = run(x, label)
     return clf, data, names, arrays
 
 

@@ -29,16 +29,13 @@ class Surrogate(nn.Module):
     def __init__(self, extractor: onnx.ModelProto, names: list[str], components: list[parts.Component], scale):
         super().__init__()
         self.graph, self.names = OnnxModule(extractor), names
-        self.scores = nn.ModuleList(c.score.module() for c in components)
-        self.sources = [c.source for c in components]
+        self.head = parts.Head(components)  # its component scores, not its (gradient-free) combination
         self.scale = scale  # per component: (mean, std) of its in-distribution scores
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         given = dict(zip(self.names, self.graph(images=x), strict=True))
-        total = torch.zeros(len(x))
-        for module, source, (mean, std) in zip(self.scores, self.sources, self.scale, strict=True):
-            total = total + (module(given["logits"], given.get(source)) - mean) / std
-        return -total
+        scores = self.head.component_scores(given[parts.LOGITS], tuple(given[n] for n in self.head.inputs))
+        return -sum((s - mean) / std for s, (mean, std) in zip(scores, self.scale, strict=True))
 
 
 def adversarial_noise(surrogate: Surrogate, id_images: torch.Tensor, shape, seed: int) -> torch.Tensor:

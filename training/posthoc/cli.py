@@ -36,6 +36,7 @@ from ..export.exporter import RESIZE_MODES, export_checkpoint
 from ..nets import pretrained
 from ..run import checkpoint
 from . import card, choice, graph, images, parts, sources, wrap
+from .scores import SCORES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--score",
         default="auto",
-        help=f"auto, or SCORE[@SOURCE][+...] with SCORE in {', '.join(wrap_scores())}; SOURCE: own features "
+        help=f"auto, or SCORE[@SOURCE][+...] with SCORE in {', '.join(SCORES)}; SOURCE: own features "
         "(default), or a --pretrained network; several joined by + are combined by Fisher's method",
     )
     s.add_argument(
@@ -100,12 +101,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="model name (default: the output file's stem)")
     s.add_argument("--version", default="1")
     return p
-
-
-def wrap_scores() -> list[str]:
-    from .scores import SCORES
-
-    return list(SCORES)
 
 
 def _floats(text: str, channels: int, flag: str) -> list[float]:

@@ -15,6 +15,8 @@ from modelfile import ClassifierInput
 
 from .scores import Score
 
+LOGITS = "logits"  # the source name of scores that read the classifier's logits only
+
 
 class Preprocess(nn.Module):
     """The contract's [0, 1] RGB (or gray) pixels -> what the classifier was trained on: 0-255 where it says so,
@@ -47,9 +49,10 @@ class Head(nn.Module):
     Several: Fisher's method on their conformal p-values, -2 sum log p, so that each score counts by how unusual
     it finds the image among in-distribution images, whatever its units."""
 
-    def __init__(self, components: list[Component], inputs: list[str]):
+    def __init__(self, components: list[Component]):
         super().__init__()
-        self.inputs = inputs  # the tensors after logits, in order: feature sources and "own-score"
+        # the tensors it reads after the logits, in this order: feature sources and "own-score"
+        self.inputs = sorted({c.source for c in components} - {LOGITS})
         self.scores = nn.ModuleList(c.score.module() for c in components)
         self.sources = [c.source for c in components]
         for i, c in enumerate(components):

@@ -19,10 +19,12 @@ from torch import nn
 from modelfile import INPUT_NAME, OUTPUT_NAMES, ClassifierInput, FeatureSource
 from modelfile.signature import OUTPUTS
 
+from ..data import datasets
 from ..evaluation.scorers import batches
 from . import graph, parts
+from .parts import LOGITS
 
-OWN, OWN_SCORE, LOGITS = "own", "own-score", "logits"
+OWN, OWN_SCORE = "own", "own-score"
 
 
 @dataclass
@@ -94,8 +96,7 @@ def run(
     """``names`` of a session's outputs for uint8 or float images in [0, 1], in batches, with a progress bar."""
     got: dict[str, list] = {n: [] for n in names}
     for s in batches(len(images), batch_size, desc, progress=bool(desc)):
-        x = images[s]
-        x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).numpy()
+        x = datasets.as_float(images[s]).numpy()
         for n, v in zip(names, session.run(names, {INPUT_NAME: x}), strict=True):
             got[n].append(v)
     return {n: np.concatenate(v) for n, v in got.items()}

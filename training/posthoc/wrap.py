@@ -16,6 +16,7 @@ import onnx
 import torch
 
 from modelfile import (
+    METADATA_KEY,
     OUTPUT_NAMES,
     Calibration,
     ClassifierInput,
@@ -79,7 +80,7 @@ def wrap(req: Request) -> Result:
     w = sources.Wrapped(clf, sources.preprocess(req.classifier_input, shape), shape, list(req.pretrained))
     data = images.load(req.images, spec, classes, data_root=req.data_root, seed=req.seed, tpr=req.tpr)
     extractor = _extractor(w, data, req)
-    session, names = _session(extractor), list(w.tensors)
+    session, names = in_memory_session(extractor), list(w.tensors)
     arrays = {p: sources.run(session, getattr(data, p).x, names, desc=f"features ({p})") for p in PARTS}
     _check_classes(arrays["fit"][sources.LOGITS], classes)
     labels = data.fit.y.numpy()
@@ -92,7 +93,7 @@ def wrap(req: Request) -> Result:
     else:
         picked, means = choice.Candidate.parse(req.score), {}
     components = fitted.components(picked, arrays["reference"])
-    head = parts.Head(components, sorted({c.source for c in components} - {sources.LOGITS}))
+    head = parts.Head(components)
     dims = {n: (a.shape[1] if a.ndim == 2 else 1) for n, a in arrays["fit"].items()}
     _write_graph(sources.served(extractor, head, dims), req.out)
     surrogate = None
@@ -188,29 +189,28 @@ def _architecture(base, w: sources.Wrapped) -> str:
 
 
 def _choice_set(req: Request) -> str:
-    return ", ".join(
-        [*(Path(o.split("#")[0]).name + (f"#{o.split('#')[1]}" if "#" in o else "") for o in req.outliers), NOISE_SET]
-    )
+    shown = [Path(path).name + sep + groups for path, sep, groups in (o.partition("#") for o in req.outliers)]
+    return ", ".join([*shown, NOISE_SET])
+
+
+def choice_images(outliers: list[str], shape, id_images: torch.Tensor, seed: int, data_root: str) -> dict:
+    """The images ``auto`` chooses against: the procedural noise (drawn from ``id_images``) and crops of each
+    ``outliers`` folder or zip (``PATH[#GROUP+...]``), 2,000 of each."""
+    g = torch.Generator().manual_seed(seed)
+    sets = {NOISE_SET: noise.noise_batch(datasets.as_float(id_images), 2000, g, noise.FAMILIES)}
+    for o in outliers:
+        sets[o] = ood_sets.outlier_crops(ood_sets.OUTLIERS + o, ood_sets.InputShape(*shape), 2000, seed, data_root)
+    return sets
 
 
 def _outlier_arrays(req, session, names, shape, id_images) -> dict[str, dict[str, np.ndarray]]:
-    """The sets ``auto`` chooses against: crops of each ``--outliers`` folder or zip, and the procedural noise."""
-    g = torch.Generator().manual_seed(req.seed)
-    sets = {
-        NOISE_SET: noise.noise_batch(
-            id_images.float() / 255 if id_images.dtype == torch.uint8 else id_images, 2000, g, noise.FAMILIES
-        )
-    }
-    for o in req.outliers:
-        sets[o] = ood_sets.outlier_crops(
-            ood_sets.OUTLIERS + o, ood_sets.InputShape(*shape), 2000, req.seed, req.data_root
-        )
+    sets = choice_images(req.outliers, shape, id_images, req.seed, req.data_root)
     return {k: sources.run(session, v, names, desc=f"features ({Path(k).name})") for k, v in sets.items()}
 
 
 def _metadata(model: onnx.ModelProto):
     props = {p.key: p.value for p in model.metadata_props}
-    return metadata_from_props(props) if "oodserve" in props else None
+    return metadata_from_props(props) if METADATA_KEY in props else None
 
 
 def _check_classes(logits: np.ndarray, classes: list[str]) -> None:
@@ -220,16 +220,15 @@ def _check_classes(logits: np.ndarray, classes: list[str]) -> None:
         )
 
 
-def _session(model: onnx.ModelProto):
+def in_memory_session(model: onnx.ModelProto):
+    """An in-memory graph (the extractor) in onnxruntime; a written file opens with ``modelfile.open_session``."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def _write_graph(model: onnx.ModelProto, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    del model.metadata_props[:]
     onnx.checker.check_model(model)
     partial = out.with_name(out.name + ".partial")
     onnx.save(model, str(partial))

@@ -141,7 +141,7 @@ def test_the_attack_moves_noise_to_a_lower_score_of_the_served_graph(classifier,
     scale = attack.scale_of([fitted.component_scores(c, arrays) for c in cand.components])
     surrogate = attack.Surrogate(extractor, list(arrays), components, scale)
     moved = attack.adversarial_noise(surrogate, torch.from_numpy(digits[0][:600]).reshape(-1, 1, 28, 28), _SHAPE, 0)
-    head = parts.Head(components, ["own"])
+    head = parts.Head(components)
     dims = {k: v.shape[1] for k, v in arrays.items()}
     served = ort.InferenceSession(sources.served(extractor, head, dims).SerializeToString())
     starts = torch.cat(
@@ -183,7 +183,7 @@ def test_each_score_subgraph_equals_its_numpy_reference(name, classifier, digits
     fit = {k: v[:400] for k, v in arrays.items()}
     fitted = choice.Fitted(fit, digits[1][:400], clf.head)
     cand = choice.Candidate.parse(name)
-    head = parts.Head(fitted.components(cand, fit), sorted({c[1] for c in cand.components} - {"logits"}))
+    head = parts.Head(fitted.components(cand, fit))
     dims = {k: v.shape[1] for k, v in arrays.items()}
     served = ort.InferenceSession(sources.served(extractor, head, dims).SerializeToString())
     got = served.run(["ood_score"], {"images": x[400:]})[0]
@@ -198,7 +198,7 @@ def test_fishers_combination_in_the_graph_equals_numpy(classifier, digits):
     fit, ref, rest = ({k: v[s] for k, v in arrays.items()} for s in (slice(0, 400), slice(400, 600), slice(600, 700)))
     fitted = choice.Fitted(fit, digits[1][:400], clf.head)
     cand = choice.Candidate.parse("energy+knn")
-    head = parts.Head(fitted.components(cand, ref), ["own"])
+    head = parts.Head(fitted.components(cand, ref))
     dims = {k: v.shape[1] for k, v in arrays.items()}
     got = ort.InferenceSession(sources.served(extractor, head, dims).SerializeToString()).run(
         ["ood_score"], {"images": x[600:]}
