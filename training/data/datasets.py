@@ -21,89 +21,22 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import imagefiles
-
-
-class DatasetUnavailable(RuntimeError):
-    """The data is not on disk and could not be downloaded; the message says what to put where."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    classes: tuple[str, ...]
-    channels: int
-    height: int
-    width: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: str = "none"  # "none" | "crop" | "crop_flip"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def color_mode(self) -> str:
-        return "L" if self.channels == 1 else "RGB"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DatasetInfo:
-        return cls(**{**d, "classes": tuple(d["classes"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-
-
-@dataclass
-class Split:
-    """Images as uint8 [N, C, H, W] (or float [N, D] for 2-D toy data) and int64 labels."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, idx: np.ndarray | torch.Tensor) -> Split:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        return Split(self.x[idx], self.y[idx])
-
-
-@dataclass
-class Splits:
-    info: DatasetInfo
-    train: Split
-    val: Split
-    test: Split
-
-
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]; float data passes through."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-
-def to_shape(x: torch.Tensor, channels: int, height: int, width: int, *, gray: bool = False) -> torch.Tensor:
-    """uint8 or float images -> float32 [N, channels, height, width] in [0, 1]: RGB -> gray by the ITU-R 601
-    luma weights (PIL's "L"), gray -> RGB by repetition, sizes by antialiased bilinear resampling.
-    ``gray`` makes RGB images gray first, whatever ``channels`` is."""
-    x = as_float(x)
-    if x.shape[1] == 3 and (gray or channels == 1):
-        x = (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if x.shape[1] == 1 and channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[2:]) != (height, width):
-        x = torch.nn.functional.interpolate(
-            x, size=(height, width), mode="bilinear", antialias=True, align_corners=False
-        )
-    return x.clamp(0.0, 1.0).contiguous()
-
+from . import imagefiles, stream
+from .splits import (  # noqa: F401  (re-exported: what every reader of data sets names them by)
+    STREAMED_AUGMENT,
+    DatasetInfo,
+    DatasetUnavailable,
+    Split,
+    Splits,
+    as_float,
+    to_shape,
+)
 
 DIGITS = tuple(str(i) for i in range(10))
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -131,10 +64,27 @@ DATASET_NAMES = (*TORCHVISION, "mnist5k", "mnist5k+t10k", "moons")
 
 
 def load(
-    name: str, data_root: str | Path = "data", *, val_fraction: float = 0.1, seed: int = 0, download: bool = True
+    name: str,
+    data_root: str | Path = "data",
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = True,
+    image_size: int | None = None,
+    workers: int = 2,
+    cache_mb: int = 1024,
 ) -> Splits:
-    """Load a data set by its ``--dataset`` name, with a seeded validation split carved from train."""
-    root = Path(data_root)
+    """Load a data set by its ``--dataset`` name, with a seeded validation split carved from train. With
+    ``image_size`` N, every image is N x N: an image folder's training split is then streamed from disk
+    (``training.data.stream``: ``workers`` decoding processes, ``cache_mb`` of decoded images), the other data sets
+    are resized once, in memory (CIFAR's and the gray sets' 32 and 28 px upsampled, antialiased)."""
+    if image_size is not None and name.startswith("imagefolder:"):
+        return stream.folder_splits(Path(name.split(":", 1)[1]), image_size, val_fraction, seed, workers, cache_mb)
+    splits = _load(name, Path(data_root), val_fraction, seed, download)
+    return splits if image_size is None else at_size(splits, image_size)
+
+
+def _load(name: str, root: Path, val_fraction: float, seed: int, download: bool) -> Splits:
     if name.startswith("imagefolder:"):
         info, train, test = _imagefolder(Path(name.split(":", 1)[1]))
     elif name == "mnist5k":
@@ -153,6 +103,26 @@ def load(
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)} or imagefolder:PATH")
     train, val = _carve(train, val_fraction, seed)
     return Splits(info, train, val, test)
+
+
+def at_size(splits: Splits, size: int) -> Splits:
+    """Every split's images resized to size x size (uint8, antialiased bilinear: ``to_shape``), in slices."""
+    info = splits.info
+    if splits.train.x.ndim != 4:
+        raise ValueError(f"--image-size: {info.name} is not an image data set")
+    if size < 8:
+        raise ValueError(f"--image-size {size}: at least 8 pixels")
+
+    def resized(split: Split) -> Split:
+        out = torch.empty((len(split), info.channels, size, size), dtype=torch.uint8)
+        for i in range(0, len(split), 1000):
+            chunk = to_shape(split.x[i : i + 1000], info.channels, size, size)
+            out[i : i + 1000] = chunk.mul_(255).round_().to(torch.uint8)
+        return Split(out, split.y)
+
+    return Splits(
+        replace(info, height=size, width=size), resized(splits.train), resized(splits.val), resized(splits.test)
+    )
 
 
 def halves(split: Split, seed: int) -> tuple[Split, Split]:
@@ -386,14 +356,14 @@ def augment(
         return x
     n, c, h, w = x.shape
     out = x
-    if pad > 0:
+    if pad > 0 and kind != STREAMED_AUGMENT:
         padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=pad_mode)
         oy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
         ox = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad)).gather(3, cols.expand(n, c, h, w))
-    if kind == "crop_flip":
+    if kind == "crop_flip":  # STREAMED_AUGMENT's flips are the workers'
         if flip is None:
             flip = torch.rand(n, device=x.device) < 0.5
         out = torch.where(flip.to(x.device)[:, None, None, None], out.flip(3), out)

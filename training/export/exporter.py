@@ -40,12 +40,12 @@ from modelfile import (
     write_metadata,
 )
 
-from ..data import datasets
+from ..data import datasets, stream
 from ..evaluation import ood_metrics, ood_sets, score_choice
 from ..evaluation.scorers import session_outputs
 from ..run import checkpoint
 from . import domain_guard
-from .quantize import PRECISIONS, quantize_export
+from .quantize import CALIBRATION_IMAGES, PRECISIONS, quantize_export
 
 
 class Deployable(nn.Module):
@@ -184,7 +184,9 @@ def export_checkpoint(
     if TTA[tta] is not None:
         model = TTA[tta](model).eval()
     to_onnx(model, method, info, out)
-    quantized = quantize_export(precision, out, splits.train.x, seed, Path(checkpoint_path))
+    quantized = quantize_export(precision, out, training_images(splits.train, seed), seed, Path(checkpoint_path))
+    if isinstance(splits.train, stream.Streamed):
+        splits.train.close()
     if fp16_weights:
         store_weights_fp16(out)
     sess = open_session(out)
@@ -206,7 +208,7 @@ def export_checkpoint(
         ),
         dataset=dataset,
         calibration=calibration,
-        architecture=ckpt["config"]["model"] + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
+        architecture=architecture(ckpt) + ("" if tta == "none" else f" + {tta} TTA (2 passes per image)"),
         evaluation=evaluation.model_copy(
             update={"test_split": f"{dataset} test ({len(splits.test)} images)", "score_choice": choice}
         ),
@@ -215,6 +217,23 @@ def export_checkpoint(
     )
     write_metadata(out, meta)
     return meta
+
+
+def architecture(ckpt: dict) -> str:
+    """The network as a model file names it: a fine-tuned one with its weights' origin and its input size."""
+    cfg = ckpt["config"]
+    if not cfg.get("image_size") and not ckpt.get("pretrained"):
+        return cfg["model"]
+    info = ckpt["dataset"]
+    origin = f"{ckpt['pretrained']}, fine-tuned" if ckpt.get("pretrained") else "trained"
+    return f"{cfg['model']} ({origin} at {info['height']} x {info['width']} px)"
+
+
+def training_images(train: datasets.Split | stream.Streamed, seed: int) -> torch.Tensor:
+    """Training images to set int8 activation ranges from: a streamed folder's decoded as the service decodes."""
+    if isinstance(train, stream.Streamed):
+        return train.sample(CALIBRATION_IMAGES, seed)
+    return train.x
 
 
 def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: dict[str, torch.Tensor]) -> Evaluation:

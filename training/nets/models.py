@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import is_pretrained
 from ..data.datasets import as_float
-from . import fastnet
+from . import fastnet, pretrained
 
 ARCHITECTURES = ("lenet", "resnet_small", "resnet18", "mlp", *fastnet.ARCHITECTURES)
 
@@ -141,6 +142,13 @@ def fit_to_data(model: Classifier, images: torch.Tensor) -> None:
 
 
 def build(arch: str, info, make_head: Callable[[int, int], nn.Module]) -> Classifier:
-    """A classifier for a data set (``training.data.datasets.DatasetInfo``) with the method's head."""
-    body = backbone(arch, info.channels, info.height, info.width)
-    return Classifier(Normalize(info.mean, info.std), body, make_head(body.out_features, info.num_classes))
+    """A classifier for a data set (``training.data.datasets.DatasetInfo``) with the method's head. A pretrained
+    network (``training.nets.pretrained``) is normalised as its weights expect, not by the data set's statistics,
+    and comes with random weights: ``pretrained.load_weights`` fills a fresh run's."""
+    if is_pretrained(arch):
+        body = pretrained.body(arch, info.height)
+        normalize = Normalize(body.mean, body.std)
+    else:
+        body = backbone(arch, info.channels, info.height, info.width)
+        normalize = Normalize(info.mean, info.std)
+    return Classifier(normalize, body, make_head(body.out_features, info.num_classes))

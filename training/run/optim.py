@@ -6,7 +6,8 @@
 
 BatchNorm biases may train at ``bias_lr_scale`` times the learning rate (airbench: 64x; its BatchNorm has no
 scale, so the bias is the layer's one knob), with their weight decay divided by the same factor so that the decay
-each step applies, lr x weight_decay, is the same for every parameter. Frozen parameters (fastnet's whitening
+each step applies, lr x weight_decay, is the same for every parameter. A pretrained body trains at
+``body_lr_scale`` times the head's learning rate (``training.run.phases``). Frozen parameters (fastnet's whitening
 weights, its BatchNorm scales) are left out.
 """
 
@@ -42,21 +43,26 @@ def schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> 
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The parameters that train, grouped by learning rate: a pretrained body's at ``body_lr_scale`` (its head at
+    lr), BatchNorm biases at ``bias_lr_scale``. Groups in a fixed order, so a resumed optimiser's state fits."""
     norm_biases = {
         id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
     }
-    trained = [p for p in model.parameters() if p.requires_grad]
-    if cfg.bias_lr_scale == 1.0:
-        return [{"params": trained}]
-    scale = cfg.bias_lr_scale
-    return [
-        {"params": [p for p in trained if id(p) not in norm_biases]},
-        {
-            "params": [p for p in trained if id(p) in norm_biases],
-            "lr": cfg.lr * scale,
-            "weight_decay": cfg.weight_decay / scale,
-        },
-    ]
+    body = {id(p) for p in model.backbone.parameters()} if cfg.body_lr_scale != 1.0 else set()
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in body, cfg.bias_lr_scale != 1.0 and id(p) in norm_biases), []).append(p)
+    out = []
+    for in_body, norm_bias in sorted(groups):
+        group = {"params": groups[in_body, norm_bias]}
+        scale = (cfg.body_lr_scale if in_body else 1.0) * (cfg.bias_lr_scale if norm_bias else 1.0)
+        if scale != 1.0:
+            group["lr"] = cfg.lr * scale
+        if norm_bias:
+            group["weight_decay"] = cfg.weight_decay / cfg.bias_lr_scale
+        out.append(group)
+    return out
 
 
 @dataclass
