@@ -83,7 +83,8 @@ def test_a_pretrained_network_fine_tunes_on_a_folder_exports_at_its_size_and_is_
     onnx = tmp_path / "photos.onnx"
     done = run_training(
         "--model", NET, "--weights", str(weights), "--dataset", f"imagefolder:{folder}", "--image-size", "48",
-        "--epochs", "3", "--head-epochs", "1", "--body-lr-scale", "0.5", "--bn", "frozen", "--batch-size", "8", "--lr", "0.05",
+        "--epochs", "3", "--head-epochs", "1", "--body-lr-scale", "0.5", "--bn", "frozen", "--batch-size", "8",
+        "--lr", "0.05",
         "--cache-mb", "1", "--out", str(tmp_path / "run"), "--export", str(onnx),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -115,7 +116,7 @@ def test_a_pretrained_network_fine_tunes_on_a_folder_exports_at_its_size_and_is_
 
 
 def test_streaming_with_a_small_cache_gives_the_batches_of_a_folder_held_in_memory(folder):
-    from training.data import stream
+    from training.data import decoding, stream
 
     listing = stream.Listing.of(folder / "train")
     batches = [torch.arange(0, 48, 3), torch.arange(47, 0, -2)]  # every image twice over the two batches
@@ -134,9 +135,9 @@ def test_streaming_with_a_small_cache_gives_the_batches_of_a_folder_held_in_memo
         everything.close()
         small.close()
     # the reference, computed here without workers: the crop of the working image, flipped as drawn
-    im = stream.working_image(listing.files[3], 40)
+    im = decoding.working_image(listing.files[3], 40)
     assert min(im.size) == 80  # twice the training size (the file: 120 x 260)
-    box, flip = stream.crop_box(im.width, im.height, 3, 0, 3)
+    box, flip = decoding.crop_box(im.width, im.height, 3, 0, 3)
     expected = np.asarray(im.resize((40, 40), Image.Resampling.BILINEAR, box=box))
     expected = (expected[:, ::-1] if flip else expected).transpose(2, 0, 1)
     assert np.array_equal(first[1].numpy(), expected)
