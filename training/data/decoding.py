@@ -1,6 +1,6 @@
 """The decoding workers' side of a streamed image folder (``training.data.stream``): a photo's working image, its
-random resized crop drawn from ``(seed, epoch, index)``, a bounded cache. Numpy and Pillow only: a worker process
-imports this module, never torch, so that each costs tens of MiB, not hundreds.
+random resized crop drawn from ``(seed, epoch, index)``, a bounded cache. Numpy and Pillow only: the workers never
+run torch (a forked worker shares its parent's torch pages, untouched), so each adds tens of MiB, not hundreds.
 """
 
 from __future__ import annotations
@@ -9,6 +9,18 @@ import math
 from collections import OrderedDict
 
 import numpy as np
+
+
+class UnreadableImage(ValueError):
+    """A file of the folder that is no readable image; the message is one line naming it."""
+
+
+def _readable(path: str, read):
+    try:
+        return read()
+    except Exception as e:  # Pillow raises many types for a file that is not a readable image
+        raise UnreadableImage(f"{path}: not a readable image ({' '.join(str(e).split())[:120]})") from None
+
 
 CROP_AREA = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -94,7 +106,7 @@ def crops(items: list[tuple[int, str]], size: int, seed: int, epoch: int) -> np.
 
     out = np.empty((len(items), 3, size, size), np.uint8)
     for j, (index, path) in enumerate(items):
-        im = _cache.get(index, path, size)
+        im = _readable(path, lambda: _cache.get(index, path, size))  # noqa: B023  (called at once)
         box, flip = crop_box(im.width, im.height, seed, epoch, index)
         crop = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
         arr = np.asarray(crop)
@@ -111,7 +123,11 @@ def served(paths: list[str], size: int) -> np.ndarray:
 
     spec = InputSpec(channels=3, height=size, width=size, color_mode="RGB", resize="stretch")
     out = np.empty((len(paths), 3, size, size), np.uint8)
-    for j, path in enumerate(paths):
+
+    def read(path: str) -> np.ndarray:
         with Image.open(path) as im:
-            out[j] = np.round(decode(im, spec) * 255).astype(np.uint8)
+            return np.round(decode(im, spec) * 255).astype(np.uint8)
+
+    for j, path in enumerate(paths):
+        out[j] = _readable(path, lambda: read(path))  # noqa: B023  (called at once)
     return out

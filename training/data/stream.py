@@ -110,7 +110,7 @@ class Streamed:
         n = sum(len(pos) for _, pos in jobs)
         out = None
         for future, positions in jobs:
-            part = future.result()
+            part = _result(future)
             if out is None:
                 out = np.empty((n, *part.shape[1:]), np.uint8)
             out[positions] = part
@@ -123,7 +123,7 @@ class Streamed:
             self.pools[k % len(self.pools)].submit(decoding.served, [listing.files[i] for i in chunk], self.size)
             for k, chunk in enumerate(chunks)
         ]
-        return torch.from_numpy(np.concatenate([f.result() for f in futures]))
+        return torch.from_numpy(np.concatenate([_result(f) for f in futures]))
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """A seeded subset of ``n`` training images, decoded as served (int8 calibration)."""
@@ -133,6 +133,14 @@ class Streamed:
     def close(self) -> None:
         for pool in self.pools:
             pool.shutdown(cancel_futures=True)
+
+
+def _result(future: Future) -> np.ndarray:
+    """A worker's images; a file it could not read ends the run in one line naming it (``DatasetUnavailable``)."""
+    try:
+        return future.result()
+    except decoding.UnreadableImage as e:
+        raise DatasetUnavailable(f"imagefolder: {e}") from None
 
 
 def folder_splits(path: Path, size: int, val_fraction: float, seed: int, workers: int, cache_mb: int) -> Splits:

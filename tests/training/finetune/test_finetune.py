@@ -205,3 +205,18 @@ def test_each_refusal_is_one_line(flags, line, folder, tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert line in lines[-1] and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_an_unreadable_photo_in_the_folder_ends_the_run_in_one_line_naming_it(folder, weights, tmp_path):
+    import shutil
+
+    copy = tmp_path / "photos"
+    shutil.copytree(folder, copy)
+    (copy / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    done = run_training(
+        "--dataset", f"imagefolder:{copy}", "--image-size", "32", "--model", NET, "--epochs", "1",
+        "--batch-size", "8", "--weights", str(weights), "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: imagefolder: ") and "broken.jpg: not a readable image" in last, done.stderr[-2000:]
