@@ -116,14 +116,18 @@ class Streamed:
             out[positions] = part
         return torch.from_numpy(out)
 
-    def served(self, listing: Listing) -> torch.Tensor:
-        """``listing``'s images as the service will see them (validation, test), decoded by the workers."""
+    def served(self, listing: Listing, desc: str = "decoding") -> torch.Tensor:
+        """``listing``'s images as the service will see them (validation, test), decoded by the workers; a progress
+        bar where that takes a while."""
+        from tqdm import tqdm
+
         chunks = np.array_split(np.arange(len(listing.files)), max(1, math.ceil(len(listing.files) / 64)))
         futures = [
             self.pools[k % len(self.pools)].submit(decoding.served, [listing.files[i] for i in chunk], self.size)
             for k, chunk in enumerate(chunks)
         ]
-        return torch.from_numpy(np.concatenate([_result(f) for f in futures]))
+        shown = tqdm(futures, desc=desc, unit="batch of 64", disable=len(futures) < 16, leave=False)
+        return torch.from_numpy(np.concatenate([_result(f) for f in shown]))
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """A seeded subset of ``n`` training images, decoded as served (int8 calibration)."""
@@ -159,8 +163,8 @@ def folder_splits(path: Path, size: int, val_fraction: float, seed: int, workers
     train = Streamed(listing.subset(np.sort(perm[n_val:])), size, seed=seed, workers=workers, cache_mb=cache_mb)
     val_listing = listing.subset(np.sort(perm[:n_val]))
     try:
-        val = Split(train.served(val_listing), torch.from_numpy(val_listing.labels))
-        test = Split(train.served(test_listing), torch.from_numpy(test_listing.labels))
+        val = Split(train.served(val_listing, "validation images"), torch.from_numpy(val_listing.labels))
+        test = Split(train.served(test_listing, "test images"), torch.from_numpy(test_listing.labels))
     except BaseException:
         train.close()
         raise

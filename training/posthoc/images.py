@@ -63,6 +63,9 @@ def load(source: str, spec: InputSpec, classes: list[str], *, data_root: str, se
 def _from_dataset(name: str, spec: InputSpec, data_root: str, seed: int) -> Parts:
     splits = datasets.load(name, data_root, seed=seed, download=False)
     info = splits.info
+    if info.channels == spec.channels and spec.height == spec.width != info.height:
+        splits = datasets.at_size(splits, spec.height)  # as a run with --image-size saw them (fine-tuned networks)
+        info = splits.info
     if (info.channels, info.height, info.width) != (spec.channels, spec.height, spec.width):
         raise RefusedImages(
             f"{name} images are {info.channels}x{info.height}x{info.width}; the classifier takes "

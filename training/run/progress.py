@@ -52,7 +52,10 @@ class EpochLog:
             self.writer.add_scalar(f"train/{k}", float(v), step)
         self.writer.add_scalar("train/lr", lr, step)
         self.bar.update(1)
-        self.bar.set_postfix({k: f"{v / self.done:.3f}" for k, v in self.sums.items()}, refresh=False)
+        rate = self.seen / max(1e-9, time.perf_counter() - self.t0)
+        self.bar.set_postfix(
+            {**{k: f"{v / self.done:.3f}" for k, v in self.sums.items()}, "img/s": f"{rate:.0f}"}, refresh=False
+        )
 
     def epoch_end(self, epoch: int, epochs: int, step: int, val_acc: float, train_seconds: float) -> None:
         if self.bar is not None:
