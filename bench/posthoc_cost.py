@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import posthoc_table
 
+from training.data import datasets
 from training.posthoc import choice, parts, sources
 
 BATCH, REPEATS = 64, 20
@@ -36,14 +38,23 @@ def per_image_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray) -> di
     """Each session's median batch time, the sessions taking turns batch by batch, so that a change of the CPU's
     clock or a neighbour's load falls on all of them alike."""
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    for sess in sessions.values():
-        sess.run(None, {"images": x})
+    inputs = {k: at_input_size(x, sess) for k, sess in sessions.items()}
+    for k, sess in sessions.items():
+        sess.run(None, {"images": inputs[k]})
     for _ in range(REPEATS):
         for k, sess in sessions.items():
             t = time.perf_counter()
-            sess.run(None, {"images": x})
+            sess.run(None, {"images": inputs[k]})
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) / len(x) * 1e3 for k, v in times.items()}
+
+
+def at_input_size(x: np.ndarray, sess: ort.InferenceSession) -> np.ndarray:
+    """The same images at the file's own input size (a fine-tuned network's 64 px: upsampled as its run saw them)."""
+    _, _, h, w = sess.get_inputs()[0].shape
+    if (h, w) == x.shape[2:]:
+        return x
+    return datasets.to_shape(torch.from_numpy(x), x.shape[1], h, w).numpy()
 
 
 def main() -> None:
