@@ -126,7 +126,8 @@ class Streamed:
             self.pools[k % len(self.pools)].submit(decoding.served, [listing.files[i] for i in chunk], self.size)
             for k, chunk in enumerate(chunks)
         ]
-        shown = tqdm(futures, desc=desc, unit="batch of 64", disable=len(futures) < 16, leave=False)
+        # disable=None: no bar where stderr is no terminal (logs, CI)
+        shown = tqdm(futures, desc=desc, unit="batch of 64", disable=True if len(futures) < 16 else None, leave=False)
         return torch.from_numpy(np.concatenate([_result(f) for f in shown]))
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
