@@ -4,7 +4,8 @@ photo model's v3 files against v2, on one core (onnxruntime, one intra-op thread
     python bench/posthoc_cost.py models/cifar10-acet-oe-fastnet.onnx --data-root ../shared/data \\
         --compare models/cifar10-photo-v3.onnx models/cifar10-photo-v3-int8.onnx
 
-Run it on a quiet machine: every figure is a ratio against the classifier measured in the same run.
+``--files-only`` times the classifier and the ``--compare`` files alone, each at its own input size (a network
+fine-tuned at 64 px gets the same images upsampled). Run it on a quiet machine: every figure is a ratio against the classifier measured in the same run.
 """
 
 from __future__ import annotations
@@ -57,22 +58,34 @@ def at_input_size(x: np.ndarray, sess: ort.InferenceSession) -> np.ndarray:
     return datasets.to_shape(torch.from_numpy(x), x.shape[1], h, w).numpy()
 
 
+def every_score(args: argparse.Namespace, sessions: dict) -> np.ndarray:
+    """Each post-hoc score's file on the classifier's features, into ``sessions``; returns the timed images."""
+    clf, data, names, arrays = posthoc_table.extract(args.classifier, [], args.data_root, 0)
+    fitted = choice.Fitted(arrays["fit"], data.fit.y.numpy(), clf.head)
+    w = sources.Wrapped(clf, sources.preprocess(posthoc_table.IDENTITY, (3, 32, 32)), (3, 32, 32))
+    extractor = w.extractor()
+    dims = {k: (v.shape[1] if v.ndim == 2 else 1) for k, v in arrays["fit"].items()}
+    for cand in choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None):
+        head = parts.Head(fitted.components(cand, arrays["reference"]))
+        sessions[f"score `{cand.label}`"] = session(sources.served(extractor, head, dims).SerializeToString())
+    return (data.test.x[:BATCH].float() / 255).numpy()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("classifier", type=Path)
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--compare", type=Path, nargs="*", default=[])
+    p.add_argument(
+        "--files-only", action="store_true", help="time the classifier and the --compare files, not every score"
+    )
     args = p.parse_args()
-    clf, data, names, arrays = posthoc_table.extract(args.classifier, [], args.data_root, 0)
-    x = (data.test.x[:BATCH].float() / 255).numpy()
-    fitted = choice.Fitted(arrays["fit"], data.fit.y.numpy(), clf.head)
-    w = sources.Wrapped(clf, sources.preprocess(posthoc_table.IDENTITY, (3, 32, 32)), (3, 32, 32))
-    extractor = w.extractor()
-    dims = {k: (v.shape[1] if v.ndim == 2 else 1) for k, v in arrays["fit"].items()}
     sessions = {"classifier": session(args.classifier.read_bytes())}
-    for cand in choice.candidates(set(names) - {sources.LOGITS}, clf.head is not None):
-        head = parts.Head(fitted.components(cand, arrays["reference"]))
-        sessions[f"score `{cand.label}`"] = session(sources.served(extractor, head, dims).SerializeToString())
+    if args.files_only:
+        test = datasets.load("cifar10", args.data_root, download=False).test
+        x = (test.x[:BATCH].float() / 255).numpy()
+    else:
+        x = every_score(args, sessions)
     sessions |= {f"`{p.name}`": session(p.read_bytes()) for p in args.compare}
     ms = per_image_ms(sessions, x)
     base = ms.pop("classifier")
