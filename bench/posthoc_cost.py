@@ -5,7 +5,8 @@ photo model's v3 files against v2, on one core (onnxruntime, one intra-op thread
         --compare models/cifar10-photo-v3.onnx models/cifar10-photo-v3-int8.onnx
 
 ``--files-only`` times the classifier and the ``--compare`` files alone, each at its own input size (a network
-fine-tuned at 64 px gets the same images upsampled). Run it on a quiet machine: every figure is a ratio against the classifier measured in the same run.
+fine-tuned at 64 px gets the same images upsampled). Run it on a quiet machine: every figure is a ratio against the
+classifier measured in the same run.
 """
 
 from __future__ import annotations
