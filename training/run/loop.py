@@ -153,6 +153,8 @@ def _train(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, resume: 
     if log:
         log.start(method.label, splits, resume, ckpt_path, precision.name)
     train_y = splits.train.y.to(device)
+    # moved to the device once, not every epoch; a streamed folder's workers decode each batch instead
+    source = splits.train if isinstance(splits.train, stream.Streamed) else splits.train.x.to(device)
     for epoch in range(start_epoch, epochs):
         n_steps = min(steps_per_epoch, total_steps - step)
         if n_steps <= 0:
@@ -161,7 +163,7 @@ def _train(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, resume: 
         started = time.perf_counter()
         flips = datasets.alternating_flips(len(train_y), epoch, cfg.seed) if cfg.flip == "alternating" else None
         batches = list(_batches(len(splits.train), cfg.batch_size, epoch, cfg.seed, procs.rank, procs.world))[:n_steps]
-        for i, (idx, images) in enumerate(zip(batches, _images(splits.train, epoch, batches, device), strict=True)):
+        for i, (idx, images) in enumerate(zip(batches, _images(source, epoch, batches, device), strict=True)):
             if phases.entering_fine_tune(step + i):
                 phases.train(model, step + i)
             x = datasets.augment(
@@ -211,13 +213,12 @@ def _train(cfg: TrainConfig, procs: Processes, splits: datasets.Splits, resume: 
     return ckpt_path
 
 
-def _images(split, epoch: int, batches: list[torch.Tensor], device: torch.device):
-    """The uint8 images of each batch of indices: cut from the tensor in memory, or decoded by a streamed folder's
-    workers (``training.data.stream``) ahead of the step."""
-    if isinstance(split, stream.Streamed):
-        return (x.to(device, non_blocking=True) for x in split.batches(epoch, batches))
-    x = split.x.to(device)
-    return (x[idx.to(device)] for idx in batches)
+def _images(source: stream.Streamed | torch.Tensor, epoch: int, batches: list[torch.Tensor], device: torch.device):
+    """The uint8 images of each batch of indices: cut from the training tensor already on ``device``, or decoded by a
+    streamed folder's workers (``training.data.stream``) ahead of the step."""
+    if isinstance(source, stream.Streamed):
+        return (x.to(device, non_blocking=True) for x in source.batches(epoch, batches))
+    return (source[idx.to(device)] for idx in batches)
 
 
 def _build(
