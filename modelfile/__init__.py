@@ -12,6 +12,8 @@ from .guard import DOMAIN_TOLERANCE, OUT_OF_DOMAIN_SCORE
 from .propsfile import write_metadata
 from .schema import (
     CALIBRATION_QUANTILES,
+    HISTOGRAM_BINS,
+    ID_ROW,
     METADATA_KEY,
     SCHEMA_VERSION,
     Calibration,
@@ -25,6 +27,7 @@ from .schema import (
     PostHoc,
     PostHocScore,
     Recalibration,
+    ScoreHistograms,
     metadata_from_props,
 )
 from .session import open_session, read_metadata
@@ -33,6 +36,8 @@ from .signature import INPUT_NAME, OUTPUT_NAMES
 __all__ = [
     "CALIBRATION_QUANTILES",
     "DOMAIN_TOLERANCE",
+    "HISTOGRAM_BINS",
+    "ID_ROW",
     "INPUT_NAME",
     "METADATA_KEY",
     "OUTPUT_NAMES",
@@ -49,6 +54,7 @@ __all__ = [
     "PostHoc",
     "PostHocScore",
     "Recalibration",
+    "ScoreHistograms",
     "metadata_from_props",
     "open_session",
     "read_metadata",

@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 SCHEMA_VERSION = 1
 METADATA_KEY = "oodserve"
 CALIBRATION_QUANTILES = 1001  # the most in-distribution scores a file stores for its p-values
+HISTOGRAM_BINS = 48  # the bins of a file's score histograms: enough for a ROC curve, ~4 KB for a dozen rows
+ID_ROW = "in-distribution test"  # the histograms' row of the test split; the others are evaluation.ood's names
+# Scores at or above this are off any scale (the input-domain guard's float32 max): counted, never binned by value.
+_OFF_SCALE = 1e30
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 # A file or folder named in the metadata: its name (and for a checkpoint its run folder's), never a path from
@@ -107,6 +111,15 @@ class Calibration(_Strict):
         """The share of ``scores`` the rule rejects (of in-distribution images: the promise, 1 - tpr)."""
         return float(self.is_ood(scores).mean())
 
+    def histogram(self, bins: int = 40) -> ScoreHistograms:
+        """The calibration scores as a histogram (counts of ``n`` images, read off the stored quantiles): what an
+        upload's score is drawn against."""
+        q = self.score_array
+        lo, hi = float(q[0]), float(q[min(len(q) - 1, int(0.995 * len(q)))])
+        edges = _edges(min(lo, self.threshold), max(hi, self.threshold), bins)
+        counts = _binned(q, edges) * (self.n / len(q))
+        return ScoreHistograms(edges=edges, counts={"calibration": [round(c) for c in counts]})
+
     @classmethod
     def from_scores(cls, scores: np.ndarray, tpr: float, *, split: str = "validation") -> Calibration:
         """Threshold = the in-distribution score below which ``tpr`` of the images fall; the p-value table is
@@ -130,6 +143,50 @@ class OODResult(_Strict):
     )
 
 
+class ScoreHistograms(_Strict):
+    """Score histograms of the test split and each OOD set on shared bins: what a model card draws its score
+    histograms and ROC curves from. The first bin also counts scores below ``edges[0]``, the last those above
+    ``edges[-1]`` (NaN and the input-domain guard's score included)."""
+
+    edges: list[float] = Field(min_length=2, max_length=257, description="bin edges, ascending, shared by every row")
+    counts: dict[str, list[Annotated[int, Field(ge=0)]]] = Field(
+        description=f"row -> images per bin: `{ID_ROW}` (the test split) and each `evaluation.ood` set"
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ScoreHistograms:
+        if not all(math.isfinite(e) for e in self.edges) or any(b <= a for a, b in itertools.pairwise(self.edges)):
+            raise ValueError("edges must be finite and strictly ascending")
+        if wrong := [k for k, c in self.counts.items() if len(c) != len(self.edges) - 1]:
+            raise ValueError(f"rows {wrong} do not have one count per bin ({len(self.edges) - 1})")
+        return self
+
+    @classmethod
+    def from_scores(cls, rows: dict[str, np.ndarray], bins: int = HISTOGRAM_BINS) -> ScoreHistograms:
+        """Shared bins from the 0.5th percentile of the lowest row to the 99.5th of the highest, so that each
+        row's bulk is drawn and one far set does not flatten the others into a bin."""
+        on_scale = [s[np.isfinite(s) & (s < _OFF_SCALE)] for s in map(np.asarray, rows.values())]
+        on_scale = [s for s in on_scale if len(s)]
+        lo = min((float(np.quantile(s, 0.005)) for s in on_scale), default=0.0)
+        hi = max((float(np.quantile(s, 0.995)) for s in on_scale), default=1.0)
+        edges = _edges(lo, hi, bins)
+        return cls(edges=edges, counts={k: [int(c) for c in _binned(np.asarray(s), edges)] for k, s in rows.items()})
+
+
+def _edges(lo: float, hi: float, bins: int) -> list[float]:
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return [float(e) for e in np.linspace(lo, hi, bins + 1)]
+
+
+def _binned(scores: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Images per bin, the tails and non-finite scores in the end bins (the reject rule fails NaN closed)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    placed = np.where(np.isfinite(scores), scores, np.inf)
+    index = np.clip(np.searchsorted(edges, placed, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(index, minlength=len(edges) - 1).astype(np.float64)
+
+
 class Evaluation(_Strict):
     """The metadata's ``evaluation``: what the exporter measured on the test split and quick OOD sets."""
 
@@ -149,6 +206,11 @@ class Evaluation(_Strict):
         default_factory=dict,
         description="score name -> AUROC, validation split vs training noise, of each score the method offers "
         "(what `training.export --score auto` chose by); empty when the method has one score",
+    )
+    histograms: ScoreHistograms | None = Field(
+        default=None,
+        description="score histograms of the test split and each OOD set on shared bins (the card's plots); "
+        "null in files exported before they existed",
     )
 
 
@@ -241,6 +303,12 @@ class ModelMetadata(_Strict):
         default=None,
         description="for an int8 file: the checkpoint its float32 graph was exported from, as "
         "RUN/FILE (never an absolute path)",
+    )
+    training_negatives: list[Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="the kinds of out-of-distribution input training showed the network, in words (noise "
+        "families, outlier images, ...); empty: none; null: not recorded",
     )
     recalibration: Recalibration | None = None
     posthoc: PostHoc | None = None

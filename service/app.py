@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from service.errors import ServiceError
-from service.http import errors, predict, state, status, v2_inference, v2_management
+from service.http import errors, pages, predict, state, status, v2_inference, v2_management
 from service.http.draining import Drain
 from service.http.middleware import BodySizeLimit, DirectRoute, RequestMetrics
 from service.http.refusals import EARLY_PATHS, EarlyRefusal, refusal
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status.router)
     app.include_router(v2_inference.router)
     app.include_router(v2_management.router)
+    if settings.ui:
+        app.include_router(pages.router())
     # The middleware added last is the outermost: RequestMetrics times and counts everything.
     [predict_route] = predict.router.routes
     app.add_middleware(

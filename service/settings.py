@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "index, load, unload); off, those paths answer 403. Needs `workers` = 1",
     )
     default_model: str = Field("mnist-acet-lenet", description="model used when a request names none")
+    ui: bool = Field(
+        True,
+        description="serve the pages for people: `/` (upload images, see each verdict and why) and `/card/NAME` "
+        "(a model's card); off, those paths answer 404 and nothing else changes",
+    )
     max_batch_size: int = Field(32, ge=1, le=4096, description="most images in one inference batch")
     max_delay_ms: float = Field(
         5.0,

@@ -222,6 +222,18 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
         test_x = datasets.load(
             cfg["dataset"], data_root, val_fraction=cfg["val_fraction"], seed=cfg["seed"], download=False
         ).test.x
+    out = real_ood_images(names, data_root, shape, test_x)
+    if adversarial:
+        ev = evaluate.EvalConfig(n_adv=CARD_ADV_STARTS, adv_restarts=CARD_ADV_RESTARTS)
+        starts = ood_sets.noise_set("noise", shape, test_x, ev.n_adv, ev.seed + 1)
+        out["adv-noise"] = evaluate.adversarial_noise(model, starts, ev, "card: adv-noise")
+    return out
+
+
+def real_ood_images(
+    names: tuple[str, ...], data_root: str, shape: ood_sets.InputShape, test_x: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The card's OOD sets other than the adversarial one, under the names its table gives them."""
     out: dict[str, torch.Tensor] = {}
     for name in names:
         if name == "fashion-mnist" and shape.channels == 1:
@@ -232,10 +244,6 @@ def ood_images(names: tuple[str, ...], data_root: str, ckpt: Path, adversarial: 
         else:
             built = ood_sets.build(name, shape, id_images=test_x, data_root=data_root, n=5000, seed=0)
             out.update({ROW_LABELS.get(k, k): v for k, v in built.items()})
-    if adversarial:
-        ev = evaluate.EvalConfig(n_adv=CARD_ADV_STARTS, adv_restarts=CARD_ADV_RESTARTS)
-        starts = ood_sets.noise_set("noise", shape, test_x, ev.n_adv, ev.seed + 1)
-        out["adv-noise"] = evaluate.adversarial_noise(model, starts, ev, "card: adv-noise")
     return out
 
 

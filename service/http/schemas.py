@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from modelfile import Evaluation, InputSpec, PostHoc, Recalibration
+from modelfile import Evaluation, InputSpec, PostHoc, Recalibration, ScoreHistograms
 
 
 class Prediction(BaseModel):
@@ -53,8 +53,16 @@ class ModelInfo(BaseModel):
     threshold: float = Field(description="`is_ood = ood_score > threshold`")
     tpr: float = Field(description="share of in-distribution validation images accepted at the threshold")
     calibration_split: str = Field(description="data the threshold was calibrated on")
+    calibration_images: int = Field(description="how many in-distribution images the threshold was set on")
+    calibration_histogram: ScoreHistograms = Field(
+        description="their OOD scores as a histogram (row `calibration`, read off the file's p-value table): "
+        "where an image's `ood_score` falls among in-distribution images"
+    )
     recalibration: Recalibration | None = Field(
         None, description="where the threshold was set again after export (`python -m modelfile recalibrate`)"
+    )
+    training_negatives: list[str] | None = Field(
+        None, description="the kinds of out-of-distribution input training showed the network; null: not recorded"
     )
     posthoc: PostHoc | None = Field(
         None,

@@ -97,8 +97,11 @@ def _model_info(served: ServedModel, registry: ModelRegistry) -> ModelInfo:
         threshold=m.calibration.threshold,
         tpr=m.calibration.tpr,
         calibration_split=m.calibration.split,
+        calibration_images=m.calibration.n,
+        calibration_histogram=served.calibration_histogram,
         recalibration=m.recalibration,
         posthoc=m.posthoc,
+        training_negatives=m.training_negatives,
         evaluation=m.evaluation,
         providers=served.runtime.providers,
     )

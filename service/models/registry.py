@@ -44,6 +44,8 @@ class ServedModel:
         self.runtime = runtime
         self.metadata: ModelMetadata = runtime.metadata
         self.batcher = batcher
+        # For `/models` (the page draws an upload's score against it), binned once here rather than per request.
+        self.calibration_histogram = self.metadata.calibration.histogram()
 
 
 @dataclass(frozen=True)

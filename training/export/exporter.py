@@ -27,6 +27,7 @@ from scipy import stats
 from torch import nn
 
 from modelfile import (
+    ID_ROW,
     INPUT_NAME,
     OUTPUT_NAMES,
     Calibration,
@@ -35,6 +36,7 @@ from modelfile import (
     InvalidModelFile,
     ModelMetadata,
     OODResult,
+    ScoreHistograms,
     open_session,
     read_metadata,
     write_metadata,
@@ -213,6 +215,7 @@ def export_checkpoint(
             update={"test_split": f"{dataset} test ({len(splits.test)} images)", "score_choice": choice}
         ),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        training_negatives=list(method.negatives),
         **quantized,
     )
     write_metadata(out, meta)
@@ -239,13 +242,14 @@ def training_images(train: datasets.Split | stream.Streamed, seed: int) -> torch
 def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: dict[str, torch.Tensor]) -> Evaluation:
     """Accuracy, the share of the test split rejected at the stored threshold, whether its conformal p-values are
     uniform, and per OOD set the AUROC, FPR at the test split's 95 % TPR, mean max confidence and the share the
-    stored threshold accepts."""
+    stored threshold accepts; the score histograms of all of them on shared bins (the card's plots)."""
     on_test = session_outputs(sess, test.x)
     test_probs, test_scores = on_test.probabilities, on_test.ood_score
-    results = {}
+    results, rows = {}, {ID_ROW: test_scores}
     for set_name, images in ood.items():
         on_ood = session_outputs(sess, images)
         ood_probs, ood_scores = on_ood.probabilities, on_ood.ood_score
+        rows[set_name] = ood_scores
         results[set_name] = OODResult(
             auroc=ood_metrics.auroc(-test_scores, -ood_scores),
             fpr_at_95_tpr=ood_metrics.fpr_at_tpr(-test_scores, -ood_scores, 0.95),
@@ -258,6 +262,7 @@ def evaluate_on_test(sess, test: datasets.Split, calibration: Calibration, ood: 
         ood=results,
         id_reject_rate=calibration.rejected_share(test_scores),
         id_p_value_uniformity=float(uniformity),
+        histograms=ScoreHistograms.from_scores(rows),
     )
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,6 +91,23 @@ class ACET(Method):
         if self.config.outliers:  # CEDA on real outlier images is outlier exposure
             kind = "acet+oe" if kind == "acet" else "oe"
         return kind if self.base.label == "plain" else f"{self.base.label.removesuffix('+')}+{kind}"
+
+    @property
+    def negatives(self) -> tuple[str, ...]:
+        if self.config.at_frac == 0:
+            return self.base.negatives
+        moved = self.config.pgd_steps > 0
+        kinds = tuple(
+            f"{family} noise" + (" moved by PGD towards confident answers" if moved and family in self.config.attacked else "")
+            for family in self.config.noise
+        )
+        if not self.config.outliers:
+            return kinds
+        # a path or zip, with '#group+group' picking its groups: the file's name only, never where it lay
+        where, _, groups = self.config.outliers.partition("#")
+        photos = f"outlier images from {Path(where).name}" + (f" ({groups.replace('+', ', ')})" if groups else "")
+        held = self.config.outlier_holdout
+        return (*kinds, photos + (f", except {', '.join(held)}, kept unseen" if held else ""))
 
     @property
     def score(self) -> str:

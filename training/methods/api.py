@@ -58,6 +58,12 @@ class Method(ABC):
         """The method as the model file names it (``method`` in the metadata)."""
         return self.name
 
+    @property
+    def negatives(self) -> tuple[str, ...]:
+        """The kinds of out-of-distribution input training showed the network, in words (the model file's
+        ``training_negatives``): none for a method that learns from the labelled data alone."""
+        return ()
+
     @abstractmethod
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         """The classifier head the model is built with."""

@@ -104,6 +104,16 @@ class MCD(Plain):
     def make_head(self, in_features: int, num_classes: int) -> nn.Module:
         return TwoHeads(in_features, num_classes)
 
+    @property
+    def negatives(self) -> tuple[str, ...]:
+        if self.config.phase == "pretrain":
+            return ()
+        source = self.config.unlabeled
+        if source == "noise":
+            return ("blurred uniform and pixel-permuted noise, unlabelled (the two heads taught to disagree on it)",)
+        shown = Path(source.removeprefix("imagefolder:")).name  # a folder's name, never its path
+        return (f"the training images of {shown}, unlabelled (the two heads taught to disagree on them)",)
+
     # -- what the loop runs: one optimiser step per entry of ``updates``, in order, on each batch --
 
     @property

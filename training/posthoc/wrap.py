@@ -169,6 +169,7 @@ def _calibrate_and_describe(req, w, data, picked, components, means, base, spec,
         architecture=_architecture(base, w),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         posthoc=posthoc,
+        training_negatives=base.training_negatives if base else None,  # the classifier's, as its file recorded them
         **({"precision": "int8", "quantized_from": req.classifier.name} if req.precision == "int8" else {}),
     )
     write_metadata(req.out, meta)
