@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DATA_ROOT ?= ../shared/data
 
-.PHONY: help venv serve-venv test lint format models models-posthoc finetune-cifar10 serve bench-train deploy-check compose-test clean
+.PHONY: help venv serve-venv test lint format models models-posthoc card-fields finetune-cifar10 serve screenshots bench-train deploy-check compose-test clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,12 @@ models-posthoc: $(VENV)/.installed-dev ## wrap the photo model into its post-hoc
 	$(PHOTO_V3) --out models/cifar10-photo-v3.onnx
 	$(PHOTO_V3) --quantize int8 --out models/cifar10-photo-v3-int8.onnx
 
+# The card page's two fields (evaluation.histograms, training_negatives) for bundled files made before they existed:
+# measured on each file, on its test split and OOD sets rebuilt as `make models` built them (~5 min). `make models`
+# writes both itself.
+card-fields: $(VENV)/.installed-dev ## add the model card page's fields to the bundled files made before them
+	$(PY) -m training.card_fields models/*.onnx --data-root $(DATA_ROOT)
+
 # EfficientNet-Lite0's ImageNet weights fine-tuned on CIFAR-10 at 64 px with outlier exposure, exported fp32 and int8
 # (docs/results/finetune.md: the figures, the curve and how long each step took).
 FINETUNE_RUN := runs/finetune-cifar10
@@ -69,6 +75,10 @@ finetune-cifar10: $(VENV)/.installed-dev ## fine-tune EfficientNet-Lite0 on CIFA
 
 serve: $(VENV)/.installed-serve ## start the service on 127.0.0.1:8000 with the bundled models (see docs/service.md)
 	$(PY) -m service
+
+# Playwright drives Debian's chromium (apt-get install chromium): README's pictures of the two pages.
+screenshots: $(VENV)/.installed-dev ## picture the pages for people (docs/images/page-*.png) from the real service
+	$(PY) scripts/page_screenshots.py
 
 bench-train: $(VENV)/.installed-dev ## training throughput of plain / CEDA / ACET
 	$(PY) bench/train_speed.py

@@ -106,7 +106,14 @@ def test_training_and_the_service_meet_only_in_the_contract():
 # commands that compose the rooms.
 TRAINING_ROOMS = ("data", "nets", "methods", "run", "evaluation", "export", "posthoc")
 TRAINING_SHARED = {"training.config", "training.ranks"}
-TRAINING_COMMANDS = {"training", "training.__main__", "training.cli", "training.bundled", "training.toy2d"}
+TRAINING_COMMANDS = {
+    "training",
+    "training.__main__",
+    "training.cli",
+    "training.bundled",
+    "training.card_fields",
+    "training.toy2d",
+}
 
 
 def training_room_of(module: str) -> str | None:

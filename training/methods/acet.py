@@ -98,7 +98,8 @@ class ACET(Method):
             return self.base.negatives
         moved = self.config.pgd_steps > 0
         kinds = tuple(
-            f"{family} noise" + (" moved by PGD towards confident answers" if moved and family in self.config.attacked else "")
+            f"{family} noise"
+            + (" moved by PGD towards confident answers" if moved and family in self.config.attacked else "")
             for family in self.config.noise
         )
         if not self.config.outliers:

@@ -6,6 +6,7 @@ import { count, el, formatScore, getJson, histogram, ID_COLOR, paintSwatches, pe
 const TOP_K = 5;
 const ACCEPTED = "#1b7f3b";
 const REJECTED = "#b3261e";
+const PHONE = window.matchMedia("(max-width: 40rem)");
 
 const select = document.getElementById("model");
 const about = document.getElementById("model-about");
@@ -114,6 +115,7 @@ function verdict(p, m) {
     edges: m.calibration_histogram.edges,
     rows: [{ name: "calibration", counts: m.calibration_histogram.counts.calibration, color: ID_COLOR }],
     threshold: m.threshold,
+    width: PHONE.matches ? 340 : 560,  // the chart's own units: fewer of them keep its text legible on a phone
     marker: { score: p.ood_score, color, label: "this image" },
     label: `This image's OOD score ${formatScore(p.ood_score)} against the ${count(m.calibration_images)} ` +
       `in-distribution calibration images; threshold ${formatScore(m.threshold)}.`,
