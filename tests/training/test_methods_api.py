@@ -18,6 +18,7 @@ from servers import ServerThread, settings_for
 from modelfile import INPUT_NAME, OUTPUT_NAMES, open_session, read_metadata
 from training import cli, methods
 from training.data import datasets
+from training.methods import build, spec
 from training.methods.plain import Plain
 from training.run.checkpoint import build_model
 from training.run.checkpoint import load as load_checkpoint
@@ -172,3 +173,18 @@ def test_score_flag_is_refused_before_training_for_a_method_with_one_score(tmp_p
     assert e.value.code == 2 and "one OOD score" in capsys.readouterr().err
     assert not (tmp_path / "last.pt").exists()
     assert flags_to_spec("isomax+", ["--score", "auto"]) == methods.spec("isomax+")  # an export choice, not a run's
+
+
+def test_a_method_names_the_negatives_it_trains_on_never_the_path_they_lay_at():
+    """What a model file's `training_negatives` holds: noise families, PGD or not, the outlier file by its name."""
+    assert build(spec("plain")).negatives == () and build(spec("isomax+")).negatives == ()
+    acet = build(spec("acet", pgd_steps=10))
+    assert acet.negatives == tuple(f"{f} noise moved by PGD towards confident answers" for f in acet.config.noise)
+    oe = build(
+        spec("acet", pgd_steps=0, noise=("strokes",), outliers="/home/me/secret/walls.zip#a+b", outlier_holdout=("c",))
+    )
+    assert oe.negatives == ("strokes noise", "outlier images from walls.zip (a, b), except c, kept unseen")
+    assert build(spec("acet", at_frac=0.0, base=spec("isomax+"))).negatives == ()
+    mcd = build(spec("mcd", phase="finetune", unlabeled="imagefolder:/data/private/street"))
+    assert "street" in mcd.negatives[0] and "/data" not in mcd.negatives[0]
+    assert build(spec("mcd", phase="pretrain")).negatives == ()

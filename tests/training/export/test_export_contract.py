@@ -13,7 +13,15 @@ import pytest
 import torch
 from scipy import stats
 
-from modelfile import METADATA_KEY, OUTPUT_NAMES, InvalidModelFile, metadata_from_props, read_metadata, write_metadata
+from modelfile import (
+    ID_ROW,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    InvalidModelFile,
+    metadata_from_props,
+    read_metadata,
+    write_metadata,
+)
 from training.data import datasets
 from training.export import export_checkpoint
 from training.run.checkpoint import build_model
@@ -88,6 +96,25 @@ def test_metadata_describes_the_model(exported):
         assert (meta.input.channels, meta.input.height, meta.input.width, meta.input.color_mode) == (1, 28, 28, "L")
         assert meta.calibration.n == 400 and meta.calibration.scores == sorted(meta.calibration.scores)
         assert meta.evaluation.test_accuracy > 0.9 and {"uniform", "permuted"} <= set(meta.evaluation.ood)
+
+
+def test_the_file_carries_what_its_card_page_draws(exported):
+    """Score histograms of the test split and every OOD set it was evaluated on (each image counted once, the curves
+    they draw agreeing with the table), and the negatives training showed the network, in words."""
+    for name in ("plain", "acet"):
+        meta = read_metadata(exported[name][1])
+        h = meta.evaluation.histograms
+        assert set(h.counts) == {ID_ROW, *meta.evaluation.ood}
+        assert sum(h.counts[ID_ROW]) == int(meta.evaluation.test_split.split("(")[1].split()[0])
+        for row, counts in h.counts.items():
+            if row != ID_ROW:
+                i, o = np.asarray(h.counts[ID_ROW], float), np.asarray(counts, float)
+                binned = (o * (np.cumsum(i) - i / 2)).sum() / (i.sum() * o.sum())
+                assert binned == pytest.approx(meta.evaluation.ood[row].auroc, abs=0.03), (name, row)
+    assert read_metadata(exported["plain"][1]).training_negatives == []
+    negatives = read_metadata(exported["acet"][1]).training_negatives
+    assert negatives and all("noise" in kind for kind in negatives)
+    assert any("moved by PGD" in kind for kind in negatives)
 
 
 def good_props(path) -> dict:
