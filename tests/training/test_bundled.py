@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from modelfile import read_metadata
+from training import card_fields
 from training.bundled import ood_images, spec_line
 from training.methods import spec
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_card_sets_that_draw_on_the_test_split_get_it(plain_ckpt):
@@ -37,3 +44,17 @@ def test_the_card_says_which_ood_rows_were_of_a_kind_seen_in_training():
     assert seen_in_training("wallpapers (unseen packages)", oe).startswith("the kind, not these images")
     assert seen_in_training("adv-noise", oe).startswith("no") and seen_in_training("adv-noise", acet).startswith("yes")
     assert seen_in_training("fashion-mnist", spec("plain")).startswith("no")
+
+
+def test_card_fields_finds_the_plan_that_made_each_bundled_file_and_refuses_any_other(tmp_path):
+    """`python -m training.card_fields` rebuilds a bundled file's OOD sets from the plan that made it: the plan is
+    found by the file's name and method, and a file no plan made is refused by name, before anything is measured."""
+    for path in sorted((REPO / "models").glob("*.onnx")):
+        meta = read_metadata(path)
+        if meta.posthoc is None:
+            plan, _, method = card_fields.plan_of(meta, str(tmp_path))
+            assert method.label == meta.method and plan.file_name(method.label) == meta.name
+            assert list(method.negatives) == meta.training_negatives
+    stranger = read_metadata(REPO / "models" / "mnist-acet-lenet.onnx").model_copy(update={"name": "someone-elses"})
+    with pytest.raises(card_fields.NoPlan, match="someone-elses"):
+        card_fields.plan_of(stranger, str(tmp_path))

@@ -87,8 +87,9 @@ export function histogram({ edges, rows, threshold, marker = null, width = 560, 
   chart.append(svg("title", {}, label));
   const tx = x(threshold);
   chart.append(svg("rect", { x: tx, y: m.top, width: Math.max(0, m.left + plotW - tx), height: plotH, class: "reject-zone" }));
-  chart.append(svg("text", { x: m.left + plotW - 4, y: m.top + 12, "text-anchor": "end", class: "zone-label" }, "rejected"));
-  chart.append(svg("text", { x: m.left + 4, y: m.top + 12, class: "zone-label" }, "accepted"));
+  // above the plot, on the threshold label's line: inside, they would sit on the bars and beside the share ticks
+  chart.append(svg("text", { x: m.left + plotW, y: m.top - 8, "text-anchor": "end", class: "zone-label" }, "rejected"));
+  chart.append(svg("text", { x: m.left, y: m.top - 8, class: "zone-label" }, "accepted"));
   let last = Infinity;  // a tick closer than 12 px to the one below it is left out
   for (const s of SHARE_TICKS) {
     if (s > top || last - y(s) < 12) continue;
