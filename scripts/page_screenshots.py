@@ -26,6 +26,7 @@ EXAMPLES = [ROOT / "docs" / "examples" / name for name in ("cat.jpg", "coffee.jp
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # a container's /dev/shm is often 64 MB: Chromium's tabs would crash in it
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",

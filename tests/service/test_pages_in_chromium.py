@@ -23,7 +23,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 PHOTO_MODEL = "cifar10-acet-oe-fastnet"
 EXAMPLES = [REPO / "docs" / "examples" / name for name in ("cat.jpg", "coffee.jpg")]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 PHONE = {"width": 390, "height": 844}
 
 
