@@ -6,6 +6,7 @@ page's content security policy refuses scripts given as strings, such as Playwri
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Iterator
@@ -129,6 +130,27 @@ def test_a_file_the_service_refuses_shows_its_error_beside_the_others(browser, s
     assert first.get_attribute("data-verdict") == "error"
     assert "not" in first.query_selector(".error").inner_text().lower()
     assert second.get_attribute("data-verdict") in ("accepted", "rejected")
+    page.close()
+
+
+PASTE = """(b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const clipboard = new DataTransfer();
+    clipboard.items.add(new File([bytes], "", { type: "image/jpeg" }));
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: clipboard }));
+}"""
+
+
+def test_a_pasted_image_is_classified(browser, server):
+    """Ctrl+V of an image: the browser's paste event carries a file with no name, as a screenshot's would."""
+    page = browser.new_page()
+    page.goto(f"{server.url}/?model={PHOTO_MODEL}")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate(PASTE, base64.b64encode(EXAMPLES[0].read_bytes()).decode())
+    page.wait_for_selector(".result[data-verdict]")
+    [article] = page.query_selector_all(".result")
+    assert article.get_attribute("data-filename") == "pasted image"
+    assert article.get_attribute("data-verdict") == ("rejected" if answers(server.url)["cat.jpg"] else "accepted")
     page.close()
 
 
