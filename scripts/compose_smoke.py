@@ -202,6 +202,7 @@ def smoke(args: argparse.Namespace) -> int:
     timings["ready_s"] = time.monotonic() - t0
     models = {m["name"]: m for m in get_json(f"{args.service}/models")["models"]}
     print(f"ready: serving {sorted(models)}")
+    check_pages(args.service, next(iter(models)))
     raw = {
         "mnist": read_idx(args.data / "MNIST/raw/t10k-images-idx3-ubyte",
                           args.data / "MNIST/raw/t10k-labels-idx1-ubyte", args.images),
@@ -224,6 +225,15 @@ def smoke(args: argparse.Namespace) -> int:
 
     print("smoke timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return 0
+
+
+def check_pages(service: str, model: str) -> None:
+    """The image ships the pages for people: `/`, a card and their script answer as the service serves them."""
+    for path, kind in (("/", "text/html"), (f"/card/{model}", "text/html"), ("/ui/predict.js", "text/javascript")):
+        with urllib.request.urlopen(f"{service}{path}", timeout=10) as r:
+            if r.status != 200 or not r.headers["Content-Type"].startswith(kind) or not r.read():
+                raise SystemExit(f"{path}: {r.status} {r.headers['Content-Type']}: the page is not served")
+    print("pages: /, /card/NAME and their scripts served")
 
 
 def send_test_images(service: str, models: dict[str, dict], raw: dict[str, list[tuple[bytes, int]]]) -> int:
