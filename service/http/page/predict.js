@@ -53,11 +53,9 @@ function describeModel() {
 }
 
 async function show(files) {
-  current = files.filter((f) => f.type.startsWith("image/") || f.type === "");
-  if (!current.length) {
-    status.textContent = "No image among the files given.";
-    return;
-  }
+  // Every file goes to the service, whatever its type claims: what it cannot read comes back as its own error.
+  current = files;
+  if (!current.length) return;
   const m = model();
   results.replaceChildren(...current.map((file) => placeholder(file)));
   status.textContent = `Asking ${m.name} about ${current.length} image${current.length > 1 ? "s" : ""}…`;
