@@ -1,9 +1,9 @@
 """The README's pictures of the pages for people, taken from the real service: ``make screenshots``.
 
-Starts ``python -m service`` on a free loopback port with the bundled models (``models/``), opens ``/`` in headless
-Chromium (Debian's ``chromium``, driven by Playwright), gives the photo model ``docs/examples/cat.jpg`` and
-``coffee.jpg`` (one accepted, one rejected), and saves the page (desktop and phone width) and the model's card
-page to ``docs/images/``.
+Starts ``python -m service`` on a free loopback port with the bundled models (``photo_examples.bundled_service``),
+opens ``/`` in headless Chromium (Debian's ``chromium``, driven by Playwright), gives the photo model
+``docs/examples/cat.jpg`` and ``coffee.jpg`` (one accepted, one rejected), and saves the page (desktop and phone
+width) and the model's card page to ``docs/images/``.
 ``python scripts/page_screenshots.py MODEL`` pictures another model.
 """
 
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from photo_examples import ROOT, free_port, ready
+from photo_examples import ROOT, bundled_service
 from playwright.sync_api import Browser, sync_playwright
 
 OUT = ROOT / "docs" / "images"
@@ -77,31 +75,18 @@ def shrink(path: Path) -> None:
 
 def main() -> None:
     model = sys.argv[1] if len(sys.argv) > 1 else "cifar10-acet-oe-fastnet"
-    port = free_port()
-    env = {**os.environ, "OODSERVE_MODEL_DIR": str(ROOT / "models"), "OODSERVE_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
     OUT.mkdir(parents=True, exist_ok=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"error: the service did not become ready on {url}")
-            time.sleep(0.2)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
-            shown = verdicts(browser, url, model, DESKTOP, OUT / "page-predict.png")
-            verdicts(browser, url, model, PHONE, OUT / "page-predict-phone.png")
-            card(browser, url, model, OUT / "page-card.png")
-            browser.close()
-        for picture in OUT.glob("page-*.png"):
-            shrink(picture)
-        for name, verdict in shown:
-            print(f"{name}: {verdict}")
-        print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('page-*.png')))} to docs/images/")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with bundled_service() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        shown = verdicts(browser, url, model, DESKTOP, OUT / "page-predict.png")
+        verdicts(browser, url, model, PHONE, OUT / "page-predict-phone.png")
+        card(browser, url, model, OUT / "page-card.png")
+        browser.close()
+    for picture in OUT.glob("page-*.png"):
+        shrink(picture)
+    for name, verdict in shown:
+        print(f"{name}: {verdict}")
+    print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('page-*.png')))} to docs/images/")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +55,9 @@ def ready(url: str) -> bool:
         return False
 
 
-def main() -> None:
-    model = sys.argv[1] if len(sys.argv) > 1 else "cifar10-photo-v3"
+@contextlib.contextmanager
+def bundled_service() -> Iterator[str]:
+    """``python -m service`` with the bundled models on a free loopback port, ready; yields its URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -70,14 +73,20 @@ def main() -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"error: the service did not become ready on {url}")
             time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    model = sys.argv[1] if len(sys.argv) > 1 else "cifar10-photo-v3"
+    with bundled_service() as url:
         for name in EXAMPLES:
             answer = post(f"{url}/predict?model={model}&top_k=2", ROOT / "docs" / "examples" / name)
             # as a user asks `make serve`'s default address; this server's own port is a free one
             print(f"$ curl -s -F file=@docs/examples/{name} 'http://127.0.0.1:8000/predict?model={model}&top_k=2'")
             print(json.dumps(answer, separators=(",", ":")))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
